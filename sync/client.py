@@ -1,0 +1,194 @@
+"""The Pull Order API client: one request per page, judged by status *and* body, retried with care.
+
+Kapture reports failures in odd shapes (`status`/`Status`, `message`/`Message`, a string where a
+list belongs, HTTP 200 with `"status": "failed"`), so every response goes through `judge()`,
+which turns it into records, a retryable `TransientError`, or a permanent `SyncError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import structlog
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+from tenacity.wait import wait_random_exponential
+
+from sync.errors import CredentialsRejected, KaptureRejected, KaptureUnavailable, TransientError
+from sync.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_AUTH_WORDS = ("auth", "credential", "token", "unauthori", "password", "forbidden", "expired", "disabled")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    max_seconds: float = 300.0
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_cap: float = 300.0
+
+
+@dataclass(slots=True)
+class ClientStats:
+    requests: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[Any]
+    note: str | None = None  # a "no data" message Kapture sent instead of a list
+
+
+@dataclass
+class KaptureClient:
+    """Sends pull requests for one account. The `httpx.Client` is passed in (tests hand in real local ones)."""
+
+    http: httpx.Client
+    cm_id: int
+    endpoint_path: str
+    method: str = "POST"
+    numbers_as_strings: bool = True
+    sort_param: str = ""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    stats: ClientStats = field(default_factory=ClientStats)
+
+    def body(self, filters: Mapping[str, str], offset: int, limit: int) -> dict[str, Any]:
+        number = str if self.numbers_as_strings else int
+        body: dict[str, Any] = {"cmId": self.cm_id, **filters, "limit": number(limit), "offset": number(offset)}
+        if self.sort_param:
+            body["sortParam"] = self.sort_param
+        return body
+
+    def pull(self, filters: Mapping[str, str], offset: int, limit: int) -> Page:
+        """One page, retried on transient faults within the policy's attempts and time."""
+        content = orjson.dumps(self.body(filters, offset, limit))
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.max_attempts) | stop_after_delay(self.retry.max_seconds),
+            wait=self._wait,
+            retry=retry_if_exception_type(TransientError),
+            sleep=self.sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(self._send_once, content)
+        except TransientError as exc:
+            raise KaptureUnavailable(
+                f"Kapture unreachable after {retrying.statistics.get('attempt_number', 1)} attempts: {exc}"
+            ) from None
+
+    def _send_once(self, content: bytes) -> Page:
+        self.stats.requests += 1
+        try:
+            response = self.http.request(
+                self.method, self.endpoint_path, content=content, headers={"Content-Type": "application/json"}
+            )
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"connection failed ({type(exc).__name__}: {exc})") from None
+        return judge(response.status_code, response.headers, response.content)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.retry.retry_after_cap)
+        return wait_random_exponential(multiplier=self.retry.backoff_base, max=self.retry.backoff_max)(state)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0
+        log.warning("kapture.retry", attempt=state.attempt_number, error=str(exc), wait_s=round(wait, 2))
+
+
+def _message(body: Mapping[str, Any]) -> str:
+    for key in ("message", "Message", "error", "msg"):
+        if isinstance(body.get(key), str) and body[key].strip():
+            return body[key].strip()
+    return "no message"
+
+
+def _flag(body: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        for variant in (key, key.capitalize(), key.upper()):
+            if variant in body and body[variant] is not None:
+                return str(body[variant]).strip().lower()
+    return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP-date; fall back to exponential backoff
+
+
+def judge(status: int, headers: Mapping[str, str], content: bytes) -> Page:
+    """Turn one HTTP answer into a page of records or the right kind of failure."""
+    if status == 429:
+        raise TransientError("rate limited (HTTP 429)", retry_after=_retry_after(headers))
+    if status >= 500:
+        raise TransientError(f"HTTP {status}", retry_after=_retry_after(headers))
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        if status in (401, 403):
+            raise CredentialsRejected(f"credentials rejected by Kapture (HTTP {status})") from None
+        if 200 <= status < 300:
+            raise TransientError(f"truncated or non-JSON body ({len(content)} bytes)") from None
+        raise KaptureRejected(f"Kapture refused the request (HTTP {status})") from None
+    if not isinstance(body, dict):
+        raise TransientError(f"unexpected JSON {type(body).__name__} instead of an object")
+    failed = _flag(body, "status") == "failed" or _flag(body, "success") == "false"
+    if status in (401, 403) or (failed and any(w in _message(body).lower() for w in _AUTH_WORDS)):
+        raise CredentialsRejected(f"credentials rejected by Kapture ({_message(body)})")
+    if status >= 400 or failed:
+        shown = f"HTTP {status}: " if status >= 400 else ""
+        raise KaptureRejected(f"Kapture refused the request ({shown}{_message(body)})")
+    details = next((body[k] for k in ("order_details", "orderDetails", "Order_details") if k in body), None)
+    if isinstance(details, list):
+        return Page(details)
+    if _flag(body, "success") == "true" or _flag(body, "status") == "success":
+        # A string (or nothing) where the list belongs means "no data" on a successful answer.
+        return Page([], note=details if isinstance(details, str) else _message(body))
+    raise KaptureRejected(f"Kapture sent an answer of unknown shape (keys: {', '.join(sorted(body)[:8])})")
+
+
+def make_http_client(settings: Settings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """Keep-alive client with timeouts; the secret header is set once and never logged."""
+    return httpx.Client(
+        base_url=settings.base_url,
+        headers={"Authorization": settings.authorization.get_secret_value(), "Accept": "application/json"},
+        timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
+        limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+def make_client(settings: Settings, http: httpx.Client) -> KaptureClient:
+    return KaptureClient(
+        http=http,
+        cm_id=settings.cm_id,
+        endpoint_path=settings.endpoint_path,
+        method=settings.http_method,
+        numbers_as_strings=settings.numbers_as_strings,
+        sort_param=settings.sort_param,
+        retry=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            max_seconds=settings.retry_max_seconds,
+            backoff_base=settings.backoff_base,
+            backoff_max=settings.backoff_max,
+        ),
+    )

@@ -1,0 +1,122 @@
+"""Engines and schema: URL normalisation, SQLite pragmas, and Alembic upgrades on first use."""
+
+from __future__ import annotations
+
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from sync.errors import DatabaseUnavailable, SettingsError
+
+WRITE = {"sqlite_begin": "BEGIN IMMEDIATE"}
+
+
+def normalize_url(raw: str) -> URL:
+    """Accept `postgresql://` and `postgres://` as psycopg 3, the only PostgreSQL driver we ship."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise SettingsError("bad setting: KAPTURE_SYNC_DATABASE_URL is not a database URL") from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise SettingsError(
+            f"bad setting: KAPTURE_SYNC_DATABASE_URL uses {url.get_backend_name()!r}; "
+            "supported are sqlite and postgresql"
+        )
+    return url
+
+
+def redact(url: URL | str) -> str:
+    """The URL as it may be shown: never with its password."""
+    parsed = url if isinstance(url, URL) else make_url(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def make_engine(raw_url: str) -> Engine:
+    """One engine per target; SQLite gets WAL and explicit transactions so a page commits atomically."""
+    url = normalize_url(raw_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, json_serializer=_json, connect_args={"timeout": 30})
+        _sqlite_transactions(engine)
+    else:
+        engine = create_engine(url, json_serializer=_json, pool_pre_ping=True)
+    return engine
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Let SQLAlchemy, not pysqlite, decide when a transaction begins (SQLAlchemy's documented recipe)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine to write with: on SQLite it takes the write lock up front, avoiding upgrade deadlocks."""
+    return engine.execution_options(**WRITE)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's config pointing at the migrations shipped in the package."""
+    config = Config()
+    config.set_main_option("script_location", str(files("sync.migrations")))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _head() -> str | None:
+    with as_file(files("sync.migrations")):
+        return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every migration up to head, inside one transaction."""
+    with writer(engine).begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create or upgrade the schema on first use, and fail with one line when the database is down."""
+    try:
+        if current_revision(engine) != _head():
+            upgrade(engine)
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseUnavailable(database_problem(engine, exc)) from None
+
+
+def database_problem(engine: Engine, exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    first_line = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+    return f"database unreachable at {redact(engine.url)}: {first_line}"

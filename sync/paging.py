@@ -1,0 +1,106 @@
+"""Paging one window through the API: limit/offset until an empty page, safely.
+
+Offsets advance by what was actually served, so a server that silently caps `limit` cannot end
+the scan early; records are de-duplicated by key, so newest-first drift repeats rows rather than
+doubling them; a page with nothing new stops the run instead of looping; a window too deep to
+page is read again as halves when the date format can express them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from sync.client import KaptureClient
+from sync.errors import PagingError
+from sync.schedule import Task
+from sync.transform import record_key
+from sync.windows import DateFormat, Window, can_split, halve, request_bounds
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PagingRules:
+    zone: ZoneInfo
+    date_format: DateFormat
+    end_inclusive: bool
+    page_size: int
+    split_offset: int
+    min_slice: timedelta
+    max_pages: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class PageFetched:
+    task: Task
+    slice: Window
+    next_offset: int  # where this slice resumes after the page is committed
+    records: list[Any]  # only records not yet served in this window
+    served: int  # records in the page as served, repeats included
+
+
+@dataclass(frozen=True, slots=True)
+class WindowScanned:
+    task: Task
+
+
+Event = PageFetched | WindowScanned
+
+
+def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterator[Event]:
+    """Yield each page of one window, then `WindowScanned` once an empty page proves the end."""
+    window = task.window
+    if task.resume is not None:
+        piece, offset = task.resume.slice, task.resume.offset
+    else:
+        piece, offset = window, 0
+    emitted: set[int | str] = set()
+    in_piece: set[int | str] = set()
+    pages = 0
+    warned_deep = False
+    while True:
+        if offset >= rules.split_offset:
+            if can_split(piece, rules.date_format, rules.min_slice):
+                piece, offset, in_piece = halve(piece), 0, set()
+                log.info("window.split", window=window.label(rules.zone), slice=piece.label(rules.zone))
+                continue
+            if not warned_deep:
+                log.warning("window.deep", window=window.label(rules.zone), offset=offset,
+                            hint="set KAPTURE_DATE_FORMAT=datetime so deep windows can be split")
+                warned_deep = True
+        start, end = request_bounds(piece, rules.zone, rules.date_format, rules.end_inclusive)
+        page = client.pull({"createStartDate": start, "createEndDate": end}, offset, rules.page_size)
+        pages += 1
+        if pages > rules.max_pages:
+            raise PagingError(f"window {window.label(rules.zone)} exceeded {rules.max_pages} pages; stopping")
+        if not page.records:
+            if piece.end >= window.end:
+                yield WindowScanned(task)
+                return
+            piece, offset, in_piece = Window(piece.end, min(piece.end + piece.width, window.end)), 0, set()
+            continue
+        keys = [record_key(r) for r in page.records]
+        if not any(k not in in_piece for k in keys):
+            raise PagingError(
+                f"Kapture served the same {len(keys)} records again at offset {offset} of window "
+                f"{window.label(rules.zone)}; it may be ignoring offset"
+            )
+        in_piece.update(keys)
+        fresh = []
+        for key, record in zip(keys, page.records, strict=True):
+            if key not in emitted:
+                emitted.add(key)
+                fresh.append(record)
+        offset += len(page.records)
+        yield PageFetched(task, piece, offset, fresh, len(page.records))
+
+
+def scan_all(client: KaptureClient, tasks: list[Task], rules: PagingRules) -> Iterator[Event]:
+    for task in tasks:
+        yield from scan_window(client, task, rules)

@@ -1,0 +1,62 @@
+"""Run a producer in a background thread, a few items ahead of the consumer.
+
+Fetching the next page while the current one is written keeps the network and the database
+busy at once; the bound keeps memory to a few pages whatever the window's size.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetched(source: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate `source` in a daemon thread; its exceptions surface here, in order.
+
+    When the consumer stops early the producer is told to stop at its next item; a request it
+    is waiting on is not interrupted, so the thread may outlive the loop by that long.
+    """
+    items: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in source:
+                if not hand_over(item):
+                    return
+            hand_over(_DONE)
+        except BaseException as exc:  # handed to the consumer, who decides
+            hand_over(_Failure(exc))
+
+    worker = threading.Thread(target=produce, name="kapture-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join(timeout=1.0)

@@ -1,0 +1,210 @@
+"""A run from start to finish: lease, plan, fetch-and-commit loop, and its row in `sync_runs`.
+
+`backfill`, `sync` and `reconcile` differ only in their plan; the daemon will call these same
+functions per account, which is why the engine and the client are passed in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from sync.client import KaptureClient
+from sync.commit import PageCommitter, RunTotals
+from sync.db import database_problem, ensure_schema
+from sync.errors import DatabaseUnavailable, SyncError
+from sync.paging import PageFetched, PagingRules, scan_all
+from sync.prefetch import prefetched
+from sync.schedule import Schedule, Task, plan_backfill, plan_reconcile, plan_sync
+from sync.settings import Settings, today_in
+from sync.state import (
+    Account,
+    acquire_lease,
+    finish_run,
+    ledger,
+    new_owner,
+    release_lease,
+    start_run,
+)
+
+log = structlog.get_logger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    kind: str
+    outcome: str
+    totals: RunTotals
+    seconds: float
+    planned_windows: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        t, load = self.totals, self.totals.load
+        rate = t.records_fetched / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.kind} {self.outcome}: {t.windows}/{self.planned_windows} windows, {t.pages} pages, "
+            f"{t.requests} requests, {t.records_fetched} fetched, {load.inserted} inserted, "
+            f"{load.updated} updated, {load.unchanged} unchanged, {t.rejected} rejected "
+            f"in {self.seconds:.1f}s ({rate:,.0f} orders/s)"
+        )
+
+
+def schedule_of(settings: Settings) -> Schedule:
+    return Schedule(
+        size=settings.window,
+        zone=settings.zone,
+        lookback=timedelta(days=settings.lookback_days),
+        overlap_windows=settings.overlap_windows,
+        rescan_factor=settings.rescan_factor,
+        horizon=timedelta(days=settings.rescan_horizon_days),
+    )
+
+
+def rules_of(settings: Settings) -> PagingRules:
+    return PagingRules(
+        zone=settings.zone,
+        date_format=settings.date_format,
+        end_inclusive=settings.end_inclusive,
+        page_size=settings.page_size,
+        split_offset=settings.split_offset,
+        min_slice=settings.min_slice,
+    )
+
+
+Planner = Callable[[dict[datetime, Any], datetime], list[Task]]
+OnWindow = Callable[[Task, int], None]
+
+
+def execute(
+    kind: str,
+    planner: Planner,
+    engine: Engine,
+    client: KaptureClient,
+    settings: Settings,
+    on_plan: Callable[[list[Task]], None] | None = None,
+    on_window: OnWindow | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> RunResult:
+    """Hold the account's lease while the plan's windows are fetched and committed page by page."""
+    account = Account(settings.cm_id)
+    ttl = timedelta(seconds=settings.lease_seconds)
+    owner = new_owner()
+    started = time.monotonic()
+    try:
+        ensure_schema(engine)
+        now = clock()
+        acquire_lease(engine, account, owner, ttl, now)
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(database_problem(engine, exc)) from None
+    try:
+        run_id = start_run(engine, account, kind, now, {"window": str(settings.window)})
+        with engine.connect() as conn:
+            tasks = planner(ledger(conn, account), now)
+        if on_plan:
+            on_plan(tasks)
+        log.info("run.start", kind=kind, run_id=run_id, cm_id=account.cm_id, windows=len(tasks))
+        base_requests = client.stats.requests
+        committer = PageCommitter(
+            engine, account, run_id, owner, ttl, clock, lambda: client.stats.requests - base_requests
+        )
+        outcome, error = "failed", None
+        try:
+            with closing(prefetched(scan_all(client, tasks, rules_of(settings)))) as events:
+                for event in events:
+                    if isinstance(event, PageFetched):
+                        committer.page(event)
+                    else:
+                        done = committer.window_done(event)
+                        log.debug("window.scanned", window=event.task.window.label(settings.zone),
+                                  reason=event.task.reason, orders=done.seen, changes=done.changes)
+                        if on_window:
+                            on_window(event.task, done.seen)
+            outcome = "success"
+        except KeyboardInterrupt:
+            outcome, error = "interrupted", "stopped by a signal"
+            raise
+        except DBAPIError as exc:
+            error = database_problem(engine, exc)
+            raise DatabaseUnavailable(error) from None
+        except SyncError as exc:
+            error = str(exc)
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            totals = committer.totals
+            details = {
+                "window": str(settings.window),
+                "planned_windows": len(tasks),
+                "reasons": _reasons(tasks),
+                "changed_by_age": dict(totals.changed_by_age),
+                "oldest_change_days": totals.oldest_change_days,
+            }
+            try:
+                finish_run(engine, run_id, outcome, clock(), error, details)
+            except DBAPIError:
+                log.error("run.unrecorded", run_id=run_id, outcome=outcome)
+        result = RunResult(run_id, kind, outcome, totals, time.monotonic() - started, len(tasks), details)
+        log.info("run.finish", kind=kind, run_id=run_id, outcome=outcome, **totals.as_counters())
+        return result
+    finally:
+        try:
+            release_lease(engine, account, owner, clock())
+        except DBAPIError:
+            pass
+
+
+def _reasons(tasks: list[Task]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[task.reason] = counts.get(task.reason, 0) + 1
+    return counts
+
+
+def backfill(
+    engine: Engine, client: KaptureClient, settings: Settings, first_day: date, last_day: date | None = None,
+    refetch: bool = False, **hooks: Any,
+) -> RunResult:
+    schedule = schedule_of(settings)
+
+    def planner(entries: dict[datetime, Any], now: datetime) -> list[Task]:
+        return plan_backfill(first_day, last_day or today_in(settings.zone, now), entries, schedule, now, refetch)
+
+    return execute("backfill", planner, engine, client, settings, **hooks)
+
+
+def sync(engine: Engine, client: KaptureClient, settings: Settings, **hooks: Any) -> RunResult:
+    schedule = schedule_of(settings)
+
+    def planner(entries: dict[datetime, Any], now: datetime) -> list[Task]:
+        return plan_sync(settings.default_start(today_in(settings.zone, now)), entries, schedule, now)
+
+    return execute("sync", planner, engine, client, settings, **hooks)
+
+
+def reconcile(
+    engine: Engine, client: KaptureClient, settings: Settings, first_day: date | None = None, **hooks: Any
+) -> RunResult:
+    schedule = schedule_of(settings)
+
+    def planner(entries: dict[datetime, Any], now: datetime) -> list[Task]:
+        known = [e.window.start.astimezone(settings.zone).date() for e in entries.values()]
+        start = first_day or min(known, default=settings.default_start(today_in(settings.zone, now)))
+        return plan_reconcile(start, entries, schedule, now)
+
+    return execute("reconcile", planner, engine, client, settings, **hooks)

@@ -1,0 +1,122 @@
+"""Which windows a run scans: the plan for `backfill`, `sync` and `reconcile`.
+
+Pure functions of the ledger, the settings and the time, so the schedule can be tested, and
+read, without a server or a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sync.state import LedgerEntry, Progress
+from sync.windows import Window, local_midnight, window_starting, windows_between
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One window to scan in this run."""
+
+    nominal: Window  # aligned bounds; the ledger's key
+    end: datetime  # where this scan stops: the nominal end, or "now" for a window still open
+    floor: datetime | None  # rows with lastModificationTime <= floor were stored by an earlier full scan
+    reason: str  # new | resume | lookback | due | overlap | backfill | reconcile
+    resume: Progress | None = None
+
+    @property
+    def window(self) -> Window:
+        return Window(self.nominal.start, self.end)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The knobs of incremental sync (see docs/how-sync-works.md)."""
+
+    size: timedelta
+    zone: ZoneInfo
+    lookback: timedelta
+    overlap_windows: int
+    rescan_factor: float
+    horizon: timedelta
+
+
+def _task(nominal: Window, now: datetime, reason: str, entry: LedgerEntry | None, floor: datetime | None) -> Task:
+    if entry is not None and entry.progress is not None and reason != "reconcile":
+        p = entry.progress
+        return Task(nominal, p.end, p.floor, "resume", p)
+    return Task(nominal, min(nominal.end, now), floor, reason)
+
+
+def _nominal(clamped: Window, schedule: Schedule) -> Window:
+    return window_starting(clamped.start, schedule.size, schedule.zone)
+
+
+def plan_backfill(
+    first_day: date,
+    last_day: date,
+    entries: Mapping[datetime, LedgerEntry],
+    schedule: Schedule,
+    now: datetime,
+    refetch: bool = False,
+) -> list[Task]:
+    """Every window of the range that has not been fully scanned yet; a killed backfill resumes here."""
+    until = min(local_midnight(last_day + timedelta(days=1), schedule.zone), now)
+    tasks = []
+    for clamped in windows_between(first_day, until, schedule.size, schedule.zone):
+        nominal = _nominal(clamped, schedule)
+        entry = entries.get(nominal.start)
+        if entry is not None and entry.finished and not refetch and entry.progress is None:
+            continue
+        tasks.append(_task(nominal, now, "backfill", entry, None))
+    return tasks
+
+
+def plan_sync(
+    start_day: date,
+    entries: Mapping[datetime, LedgerEntry],
+    schedule: Schedule,
+    now: datetime,
+) -> list[Task]:
+    """New windows, the look-back, the overlap, and older windows that fell due.
+
+    An older window is due when the time since its last full scan reaches `rescan_factor` times
+    its age, so a window a month old is re-read about weekly and one a day old every run;
+    beyond the horizon only `reconcile` reads it again.
+    """
+    earliest = min([start_day, *(e.window.start.astimezone(schedule.zone).date() for e in entries.values())])
+    first_scanned_from = local_midnight(start_day, schedule.zone)
+    chosen: dict[datetime, Task] = {}
+    finished_before_new: list[Window] = []
+    for clamped in windows_between(earliest, now, schedule.size, schedule.zone):
+        nominal = _nominal(clamped, schedule)
+        entry = entries.get(nominal.start)
+        age = now - nominal.end
+        if entry is not None and entry.progress is not None:
+            chosen[nominal.start] = _task(nominal, now, "resume", entry, None)
+        elif entry is None or not entry.finished:
+            if entry is not None or nominal.start >= first_scanned_from:
+                chosen[nominal.start] = _task(nominal, now, "new", entry, entry.scan_floor if entry else None)
+        elif age < schedule.lookback:
+            chosen[nominal.start] = _task(nominal, now, "lookback", entry, entry.scan_floor)
+        elif age <= schedule.horizon and entry.last_scanned_at is not None:
+            if now - entry.last_scanned_at >= age * schedule.rescan_factor:
+                chosen[nominal.start] = _task(nominal, now, "due", entry, entry.scan_floor)
+        if entry is not None and entry.finished and not any(t.reason == "new" for t in chosen.values()):
+            finished_before_new.append(nominal)
+    for nominal in finished_before_new[-schedule.overlap_windows :] if schedule.overlap_windows else []:
+        if nominal.start not in chosen:
+            entry = entries[nominal.start]
+            chosen[nominal.start] = _task(nominal, now, "overlap", entry, entry.scan_floor)
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def plan_reconcile(
+    first_day: date, entries: Mapping[datetime, LedgerEntry], schedule: Schedule, now: datetime
+) -> list[Task]:
+    """Every window from `first_day` to now, compared row by row with no floor."""
+    return [
+        _task(_nominal(clamped, schedule), now, "reconcile", None, None)
+        for clamped in windows_between(first_day, now, schedule.size, schedule.zone)
+    ]

@@ -1,0 +1,299 @@
+"""The sync's memory in the database: watermark, lease, window ledger and run rows.
+
+Every function takes a `Connection` already inside the caller's transaction, so a page's rows,
+its ledger progress, the watermark and the run's counters commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from sync.db import writer
+from sync.errors import LeaseHeld
+from sync.models import SyncRun, SyncState, SyncWindow
+from sync.windows import Window
+
+state_t = SyncState.__table__
+windows_t = SyncWindow.__table__
+runs_t = SyncRun.__table__
+
+RUN_COUNTERS = ("windows", "pages", "requests", "records_fetched", "inserted", "updated", "unchanged", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Which rows a run owns: one Kapture account and one stream of it."""
+
+    cm_id: int
+    stream: str = "orders"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    window: Window  # nominal bounds (end not clamped)
+    last_scanned_at: datetime | None
+    scanned_end: datetime | None
+    scan_floor: datetime | None
+    order_count: int | None
+    progress: Progress | None
+
+    @property
+    def finished(self) -> bool:
+        """Fully scanned after the window had closed, so no new order can still appear in it."""
+        return self.scanned_end is not None and self.scanned_end >= self.window.end
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where an interrupted scan stopped: its fixed end, the slice being paged and the next offset."""
+
+    started_at: datetime
+    end: datetime
+    floor: datetime | None
+    slice: Window
+    offset: int
+    seen: int
+    changes: int
+    max_lmt: datetime | None
+
+
+# --- lease -----------------------------------------------------------------------------------
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """A lease of a process on this host that no longer exists can be taken at once."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def acquire_lease(engine: Engine, account: Account, owner: str, ttl: timedelta, now: datetime) -> None:
+    """Take the account's lease, or raise `LeaseHeld` naming who has it."""
+    key = (state_t.c.cm_id == account.cm_id) & (state_t.c.stream == account.stream)
+    with writer(engine).begin() as conn:
+        row = conn.execute(select(state_t.c.lease_owner, state_t.c.lease_expires_at).where(key)).first()
+        if row is None:
+            conn.execute(
+                insert(state_t).values(
+                    cm_id=account.cm_id, stream=account.stream, lease_owner=owner,
+                    lease_expires_at=now + ttl, updated_at=now,
+                )
+            )
+            return
+        holder, expires = row
+        if holder and holder != owner and expires and expires > now and not _owner_is_dead(holder):
+            raise LeaseHeld(
+                f"account {account.cm_id} is being synced by another process ({holder.rsplit(':', 1)[0]}) "
+                f"until {expires:%Y-%m-%d %H:%M:%S} UTC"
+            )
+        conn.execute(update(state_t).where(key).values(lease_owner=owner, lease_expires_at=now + ttl, updated_at=now))
+
+
+def renew_lease(conn: Connection, account: Account, owner: str, expires: datetime) -> None:
+    conn.execute(
+        update(state_t)
+        .where(state_t.c.cm_id == account.cm_id, state_t.c.stream == account.stream, state_t.c.lease_owner == owner)
+        .values(lease_expires_at=expires)
+    )
+
+
+def release_lease(engine: Engine, account: Account, owner: str, now: datetime) -> None:
+    with writer(engine).begin() as conn:
+        conn.execute(
+            update(state_t)
+            .where(state_t.c.cm_id == account.cm_id, state_t.c.stream == account.stream, state_t.c.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None, active_run_id=None, active_window_start=None, updated_at=now)
+        )
+
+
+# --- watermark -----------------------------------------------------------------------------
+
+
+def watermark(conn: Connection, account: Account) -> datetime | None:
+    return conn.execute(
+        select(state_t.c.watermark).where(state_t.c.cm_id == account.cm_id, state_t.c.stream == account.stream)
+    ).scalar()
+
+
+def advance_watermark(
+    conn: Connection, account: Account, seen: datetime | None, run_id: int, window_start: datetime, now: datetime
+) -> None:
+    """Raise the watermark to the greatest `lastModificationTime` committed; it never goes back."""
+    values: dict[str, Any] = {"active_run_id": run_id, "active_window_start": window_start, "updated_at": now}
+    if seen is not None:
+        current = watermark(conn, account)
+        if current is None or seen > current:
+            values["watermark"] = seen
+    conn.execute(
+        update(state_t).where(state_t.c.cm_id == account.cm_id, state_t.c.stream == account.stream).values(**values)
+    )
+
+
+# --- window ledger -------------------------------------------------------------------------
+
+
+def ledger(conn: Connection, account: Account) -> dict[datetime, LedgerEntry]:
+    rows = conn.execute(
+        select(windows_t).where(windows_t.c.cm_id == account.cm_id, windows_t.c.stream == account.stream)
+    ).mappings()
+    entries = {}
+    for r in rows:
+        progress = None
+        if r["progress_started_at"] is not None:
+            progress = Progress(
+                started_at=r["progress_started_at"],
+                end=r["progress_end"],
+                floor=r["progress_floor"],
+                slice=Window(r["progress_slice_start"], r["progress_slice_end"]),
+                offset=r["progress_offset"] or 0,
+                seen=r["progress_seen"] or 0,
+                changes=r["progress_changes"] or 0,
+                max_lmt=r["progress_max_lmt"],
+            )
+        entries[r["window_start"]] = LedgerEntry(
+            window=Window(r["window_start"], r["window_end"]),
+            last_scanned_at=r["last_scanned_at"],
+            scanned_end=r["scanned_end"],
+            scan_floor=r["scan_floor"],
+            order_count=r["order_count"],
+            progress=progress,
+        )
+    return entries
+
+
+def _window_key(account: Account, start: datetime) -> Any:
+    return (windows_t.c.cm_id == account.cm_id) & (windows_t.c.stream == account.stream) & (
+        windows_t.c.window_start == start
+    )
+
+
+def save_progress(conn: Connection, account: Account, nominal: Window, progress: Progress) -> None:
+    """Record how far a window's scan got, in the same transaction as the page it describes."""
+    values = {
+        "progress_started_at": progress.started_at,
+        "progress_end": progress.end,
+        "progress_floor": progress.floor,
+        "progress_slice_start": progress.slice.start,
+        "progress_slice_end": progress.slice.end,
+        "progress_offset": progress.offset,
+        "progress_seen": progress.seen,
+        "progress_changes": progress.changes,
+        "progress_max_lmt": progress.max_lmt,
+    }
+    done = conn.execute(update(windows_t).where(_window_key(account, nominal.start)).values(**values))
+    if done.rowcount == 0:
+        conn.execute(
+            insert(windows_t).values(
+                cm_id=account.cm_id, stream=account.stream, window_start=nominal.start,
+                window_end=nominal.end, scans=0, **values,
+            )
+        )
+
+
+def finish_window(
+    conn: Connection, account: Account, nominal: Window, progress: Progress, now: datetime
+) -> None:
+    """Mark a complete scan: the ledger now vouches for this window up to `progress.end`."""
+    values = {
+        "last_scanned_at": now,
+        "scanned_end": progress.end,
+        "scan_floor": progress.floor,
+        "order_count": progress.seen,
+        "max_last_modification_time": progress.max_lmt,
+        "changes_found": progress.changes,
+        "scans": windows_t.c.scans + 1,
+        **{c: None for c in (
+            "progress_started_at", "progress_end", "progress_floor", "progress_slice_start",
+            "progress_slice_end", "progress_offset", "progress_seen", "progress_changes", "progress_max_lmt",
+        )},
+    }
+    done = conn.execute(update(windows_t).where(_window_key(account, nominal.start)).values(**values))
+    if done.rowcount == 0:
+        values["scans"] = 1
+        conn.execute(
+            insert(windows_t).values(
+                cm_id=account.cm_id, stream=account.stream, window_start=nominal.start,
+                window_end=nominal.end, **values,
+            )
+        )
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def start_run(engine: Engine, account: Account, kind: str, now: datetime, details: Mapping[str, Any]) -> int:
+    """Open the run's row, and close as interrupted any run of this account that died unfinished."""
+    with writer(engine).begin() as conn:
+        conn.execute(
+            update(runs_t)
+            .where(runs_t.c.cm_id == account.cm_id, runs_t.c.stream == account.stream, runs_t.c.outcome == "running")
+            .values(outcome="interrupted", finished_at=now, error="the process ended before the run finished")
+        )
+        result = conn.execute(
+            insert(runs_t).values(
+                cm_id=account.cm_id, stream=account.stream, kind=kind, started_at=now, outcome="running",
+                details=dict(details), **{c: 0 for c in RUN_COUNTERS},
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+
+def add_to_run(conn: Connection, run_id: int, counts: Mapping[str, int]) -> None:
+    values = {name: runs_t.c[name] + value for name, value in counts.items() if value}
+    if values:
+        conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
+
+
+def finish_run(
+    engine: Engine, run_id: int, outcome: str, now: datetime, error: str | None = None,
+    details: Mapping[str, Any] | None = None, counts: Mapping[str, int] | None = None,
+) -> None:
+    values: dict[str, Any] = {"outcome": outcome, "finished_at": now, "error": error}
+    if details is not None:
+        values["details"] = dict(details)
+    with writer(engine).begin() as conn:
+        if counts:
+            add_to_run(conn, run_id, counts)
+        conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
+
+
+def recent_runs(conn: Connection, account: Account | None, limit: int = 10) -> Sequence[Mapping[str, Any]]:
+    query = select(runs_t).order_by(runs_t.c.id.desc()).limit(limit)
+    if account is not None:
+        query = query.where(runs_t.c.cm_id == account.cm_id, runs_t.c.stream == account.stream)
+    return conn.execute(query).mappings().all()
+
+
+def window_summary(conn: Connection, account: Account) -> Mapping[str, Any]:
+    row = conn.execute(
+        select(
+            func.count().label("windows"),
+            func.count(windows_t.c.last_scanned_at).label("scanned"),
+            func.min(windows_t.c.window_start).label("first"),
+            func.max(windows_t.c.window_end).label("last"),
+            func.min(windows_t.c.last_scanned_at).label("oldest_scan"),
+            func.count(windows_t.c.progress_started_at).label("in_progress"),
+        ).where(windows_t.c.cm_id == account.cm_id, windows_t.c.stream == account.stream)
+    ).mappings().one()
+    return row

@@ -1,0 +1,169 @@
+"""From one JSON record to one `orders` row, or a reason it cannot be stored.
+
+Lenient where the meaning is unambiguous (Kapture sends numbers as strings in places), strict
+where guessing would store a wrong value: such a record becomes a `Rejection`, never an exception
+that could sink the good records of its page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from sync.fields import ORDER_FIELDS, Field
+from sync.windows import from_ms
+
+# Epoch-ms outside 1990..2200 is not a Kapture timestamp; storing it would only mislead.
+_MIN_MS, _MAX_MS = 631_152_000_000, 7_258_118_400_000
+_TRUE = {"true", "1", "yes", "y"}
+_FALSE = {"false", "0", "no", "n"}
+
+
+class BadValue(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    raw: Any
+    order_id: int | None
+    fingerprint: str
+
+
+def fingerprint(raw: Any) -> str:
+    """Stable identity of a payload, so one bad record seen on every re-scan is stored once."""
+    return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _integer(value: Any) -> int | None:
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is float and value.is_integer():
+        return int(value)
+    if kind is str:
+        text = value.strip()
+        if text == "":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                number = Decimal(text)
+            except InvalidOperation:
+                raise BadValue(f"expected an integer, got {value!r}") from None
+            if number == number.to_integral_value():
+                return int(number)
+    raise BadValue(f"expected an integer, got {value!r}")
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    number = _integer(value)
+    if number is None:
+        return None
+    if not _MIN_MS <= number <= _MAX_MS:
+        raise BadValue(f"not an epoch-millisecond time: {value!r}")
+    return from_ms(number)
+
+
+def _amount(value: Any) -> Decimal | None:
+    kind = type(value)
+    if value is None:
+        return None
+    if kind is int:
+        return Decimal(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise BadValue(f"expected a finite number, got {value!r}")
+        return Decimal(repr(value))
+    if kind is str:
+        text = value.strip()
+        if text == "":
+            return None
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise BadValue(f"expected a number, got {value!r}") from None
+        if number.is_finite():
+            return number
+    raise BadValue(f"expected a number, got {value!r}")
+
+
+def _text(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    if type(value) in (int, float, bool):
+        return str(value)
+    raise BadValue(f"expected text, got {type(value).__name__}")
+
+
+def _flag(value: Any) -> bool | None:
+    if value is None or type(value) is bool:
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    if type(value) is str and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise BadValue(f"expected true or false, got {value!r}")
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "id": _integer,
+    "int": _integer,
+    "timestamp": _timestamp,
+    "amount": _amount,
+    "text": _text,
+    "flag": _flag,
+}
+_PLAN: tuple[tuple[Field, Callable[[Any], Any]], ...] = tuple((f, _CONVERT[f.kind]) for f in ORDER_FIELDS)
+_REQUIRED = ("id", "createDate", "lastModificationTime")
+
+
+def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rejection:
+    """Map one record; `raw` keeps it exactly as received so an undocumented field is never lost."""
+    if not isinstance(record, dict):
+        return Rejection(f"record is a {type(record).__name__}, not an object", record, None, fingerprint(record))
+    row: dict[str, Any] = {}
+    problems: list[str] = []
+    for field, convert in _PLAN:
+        try:
+            row[field.column] = convert(record.get(field.api))
+        except BadValue as exc:
+            problems.append(f"{field.api}: {exc}")
+    for name in _REQUIRED:
+        column = next(f.column for f, _ in _PLAN if f.api == name)
+        if row.get(column) is None and not any(p.startswith(f"{name}:") for p in problems):
+            problems.append(f"{name}: missing" if name not in record else f"{name}: null")
+    order_id = row.get("id") if isinstance(row.get("id"), int) else None
+    if row.get("cm_id") is not None and row["cm_id"] != cm_id:
+        problems.append(f"cmId: {row['cm_id']} is not this account ({cm_id})")
+    if problems:
+        return Rejection("; ".join(problems), record, order_id, fingerprint(record))
+    row["cm_id"] = cm_id
+    row["raw"] = record
+    row["synced_at"] = synced_at
+    return row
+
+
+def record_key(record: Any) -> int | str:
+    """The de-duplication key of a served record: its id, or its fingerprint when it has none."""
+    if isinstance(record, dict):
+        try:
+            value = _integer(record.get("id"))
+        except BadValue:
+            value = None
+        if value is not None:
+            return value
+    return fingerprint(record)
