@@ -1,9 +1,15 @@
 """Writing a page of rows: a set-based, dialect-aware upsert that never rewrites an unchanged row.
 
-One query reads the stored `last_modification_time` of the page's keys, so each row is classed as
-inserted, updated or unchanged exactly; only the first two are sent, as one executemany of
-`INSERT ... ON CONFLICT (cm_id, id) DO UPDATE ... WHERE stored.last_modification_time <
-excluded.last_modification_time`, the WHERE guarding against an older version ever winning.
+The statement is `INSERT ... ON CONFLICT (cm_id, id) DO UPDATE ... WHERE stored.last_modification_time
+< excluded.last_modification_time`: an unchanged or older version is never written. Each row is
+also classed exactly as inserted, updated or unchanged:
+
+- PostgreSQL: the page is COPYed into a session-local staging table, then one
+  `INSERT ... SELECT ... ON CONFLICT ... RETURNING (xmax = 0)` tells inserts from updates; rows it
+  does not return were unchanged. COPY avoids a 47,000-placeholder statement per page, and the
+  upsert needs no read whose plan depends on fresh statistics.
+- SQLite: one indexed read of the page's stored versions first (SQLite has no `xmax`), then only
+  the new and changed rows are sent.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import orjson
 from sqlalchemy import Insert, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -57,6 +64,26 @@ def _orders_upsert(dialect: str) -> Insert:
     )
 
 
+_STAGE = "kapture_orders_stage"
+_COLUMNS = (*ORDER_COLUMNS, "raw", "synced_at")
+_CREATE_STAGE = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_COPY_STAGE = f"COPY {_STAGE} ({', '.join(_COLUMNS)}) FROM STDIN"
+
+
+@cache
+def _upsert_from_stage() -> str:
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED_COLUMNS)
+    columns = ", ".join(_COLUMNS)
+    return (
+        f"INSERT INTO orders ({columns}) SELECT {columns} FROM {_STAGE} "
+        f"ON CONFLICT (cm_id, id) DO UPDATE SET {updates} "
+        "WHERE orders.last_modification_time < EXCLUDED.last_modification_time "
+        "RETURNING orders.id, (xmax = 0) AS inserted"
+    )
+
+
 _STORED = (
     select(orders.c.id, orders.c.last_modification_time)
     .where(orders.c.cm_id == bindparam("cm_id"))
@@ -71,7 +98,9 @@ def upsert_orders(
     counts = LoadCounts()
     if not rows:
         return counts, []
-    stored = dict(conn.execute(_STORED, {"cm_id": cm_id, "ids": [r["id"] for r in rows]}).tuples().all())
+    if conn.dialect.name == "postgresql":
+        return _upsert_returning(conn, rows)
+    stored = dict(conn.execute(_STORED, {"cm_id": cm_id, "ids": [r["id"] for r in rows]}).all())
     changed = []
     for row in rows:
         previous = stored.get(row["id"])
@@ -86,6 +115,24 @@ def upsert_orders(
     if changed:
         conn.execute(_orders_upsert(conn.dialect.name), changed)
     return counts, changed
+
+
+def _upsert_returning(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[LoadCounts, list[dict[str, Any]]]:
+    cursor = conn.connection.driver_connection.cursor()  # psycopg 3, inside the page's transaction
+    try:
+        cursor.execute(_CREATE_STAGE)
+        with cursor.copy(_COPY_STAGE) as copy:
+            for row in rows:
+                copy.write_row([*(row[c] for c in ORDER_COLUMNS), orjson.dumps(row["raw"]).decode(), row["synced_at"]])
+        cursor.execute(_upsert_from_stage())
+        written = cursor.fetchall()
+        cursor.execute(f"TRUNCATE {_STAGE}")
+    finally:
+        cursor.close()
+    inserted = sum(1 for _, is_new in written if is_new)
+    counts = LoadCounts(inserted=inserted, updated=len(written) - inserted, unchanged=len(rows) - len(written))
+    by_id = {row["id"]: row for row in rows}
+    return counts, [by_id[order_id] for order_id, _ in written]
 
 
 @cache

@@ -57,8 +57,34 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class Amount(TypeDecorator[Decimal]):
+    """NUMERIC everywhere; on SQLite, whose NUMERIC keeps a double, read back by its shortest repr.
+
+    SQLite turns `1234567.89` into the nearest double; `Decimal(repr(double))` gives the same
+    `1234567.89` back for every amount of up to 15 significant digits, where SQLAlchemy's default
+    fixed 10-digit scale would show `1234567.8899999999`.
+    """
+
+    impl = Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Numeric(asdecimal=False))
+        return dialect.type_descriptor(Numeric(asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is not None and dialect.name == "sqlite":
+            return float(value)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None or isinstance(value, Decimal):
+            return value
+        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
-Amount = Numeric(asdecimal=True)
 
 
 class Base(DeclarativeBase):

@@ -34,6 +34,7 @@ class PagingRules:
     split_offset: int
     min_slice: timedelta
     max_pages: int = 100_000
+    max_stale_pages: int = 3  # consecutive pages with nothing new before paging is declared stuck
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,12 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
         piece, offset = window, 0
     emitted: set[int | str] = set()
     in_piece: set[int | str] = set()
-    pages = 0
+    pages = stale = widest = 0
     warned_deep = False
     while True:
         if offset >= rules.split_offset:
             if can_split(piece, rules.date_format, rules.min_slice):
-                piece, offset, in_piece = halve(piece), 0, set()
+                piece, offset, in_piece, widest = halve(piece), 0, set(), 0
                 log.info("window.split", window=window.label(rules.zone), slice=piece.label(rules.zone))
                 continue
             if not warned_deep:
@@ -80,17 +81,33 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
         if pages > rules.max_pages:
             raise PagingError(f"window {window.label(rules.zone)} exceeded {rules.max_pages} pages; stopping")
         if not page.records:
+            yield from _next_or_done(task, piece, window)
             if piece.end >= window.end:
-                yield WindowScanned(task)
                 return
-            piece, offset, in_piece = Window(piece.end, min(piece.end + piece.width, window.end)), 0, set()
+            piece, offset, in_piece, widest = _following(piece, window), 0, set(), 0
             continue
         keys = [record_key(r) for r in page.records]
-        if not any(k not in in_piece for k in keys):
-            raise PagingError(
-                f"Kapture served the same {len(keys)} records again at offset {offset} of window "
-                f"{window.label(rules.zone)}; it may be ignoring offset"
-            )
+        widest = max(widest, len(keys))
+        if any(k not in in_piece for k in keys):
+            stale = 0
+        elif len(keys) < widest:
+            # Orders arriving mid-scan (date-only bounds cannot exclude them) push already-read rows
+            # onto later pages. A short page holds the rest of the list, so if none of it is new,
+            # everything in the window has been read: the scan is complete.
+            yield from _next_or_done(task, piece, window)
+            if piece.end >= window.end:
+                return
+            piece, offset, in_piece, widest = _following(piece, window), 0, set(), 0
+            continue
+        else:
+            stale += 1
+            if stale >= rules.max_stale_pages:
+                raise PagingError(
+                    f"Kapture served only records it had already served, {stale} full pages in a row, up to "
+                    f"offset {offset} of window {window.label(rules.zone)}: it may be ignoring offset, or orders "
+                    "arrive faster than they can be paged (KAPTURE_DATE_FORMAT=datetime lets windows end at a "
+                    "fixed time)"
+                )
         in_piece.update(keys)
         fresh = []
         for key, record in zip(keys, page.records, strict=True):
@@ -99,6 +116,16 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
                 fresh.append(record)
         offset += len(page.records)
         yield PageFetched(task, piece, offset, fresh, len(page.records))
+
+
+def _next_or_done(task: Task, piece: Window, window: Window) -> Iterator[Event]:
+    if piece.end >= window.end:
+        yield WindowScanned(task)
+
+
+def _following(piece: Window, window: Window) -> Window:
+    """The slice after `piece`, as wide, clipped to the window."""
+    return Window(piece.end, min(piece.end + piece.width, window.end))
 
 
 def scan_all(client: KaptureClient, tasks: list[Task], rules: PagingRules) -> Iterator[Event]:

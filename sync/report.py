@@ -34,6 +34,10 @@ def _when(moment: datetime | None, zone: ZoneInfo) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({moment.astimezone(zone):%H:%M} {zone.key})"
 
 
+def _day(moment: datetime, zone: ZoneInfo) -> str:
+    return f"{moment.astimezone(zone):%Y-%m-%d}"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -61,17 +65,18 @@ def accounts(conn: Connection) -> list[Account]:
 
 def status_text(conn: Connection, account: Account, zone: ZoneInfo, now: datetime, runs: int = 10) -> str:
     state = conn.execute(
-        select(SyncState).where(SyncState.cm_id == account.cm_id, SyncState.stream == account.stream)
-    ).scalar_one_or_none()
+        select(SyncState.__table__).where(SyncState.cm_id == account.cm_id, SyncState.stream == account.stream)
+    ).mappings().first()
     stored = conn.execute(select(func.count()).select_from(Order).where(Order.cm_id == account.cm_id)).scalar()
     rejected = conn.execute(
         select(func.count()).select_from(RejectedRecord).where(RejectedRecord.cm_id == account.cm_id)
     ).scalar()
     windows = window_summary(conn, account)
-    watermark = state.watermark if state else None
+    watermark = state["watermark"] if state else None
     lease = "free"
-    if state and state.lease_owner and state.lease_expires_at and state.lease_expires_at > now:
-        lease = f"held by {state.lease_owner.rsplit(':', 1)[0]} until {state.lease_expires_at:%H:%M:%S} UTC"
+    if state and state["lease_owner"] and state["lease_expires_at"] and state["lease_expires_at"] > now:
+        holder = state["lease_owner"].rsplit(":", 1)[0]
+        lease = f"held by {holder} until {state['lease_expires_at']:%H:%M:%S} UTC"
     last_ok = next((r for r in recent_runs(conn, account, 50) if r["outcome"] == "success"), None)
     lines = [
         f"account {account.cm_id} ({account.stream})",
@@ -81,7 +86,8 @@ def status_text(conn: Connection, account: Account, zone: ZoneInfo, now: datetim
         + (f", {humanize(now - last_ok['finished_at'])} ago" if last_ok else ""),
         f"  orders stored   {stored:,}   rejected records {rejected:,}",
         f"  windows         {windows['scanned']} scanned of {windows['windows']} in the ledger"
-        + (f", {windows['first']:%Y-%m-%d} .. {windows['last']:%Y-%m-%d}" if windows["first"] else "")
+        + (f", created {_day(windows['first'], zone)} .. {_day(windows['last'] - timedelta(milliseconds=1), zone)}"
+           if windows["first"] else "")
         + (f", {windows['in_progress']} scan(s) in progress" if windows["in_progress"] else ""),
         f"  lease           {lease}",
         "",

@@ -1,0 +1,288 @@
+"""The `kapture-sync` command line: parses flags, builds settings, engine and client, calls the core.
+
+Every failure the user can act on ends here as one line on stderr and a non-zero exit status
+(see sync/errors.py for the codes); `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from tqdm import tqdm
+
+from sync import __version__
+from sync.client import KaptureClient, make_client, make_http_client
+from sync.db import database_problem, ensure_schema, make_engine, redact, upgrade
+from sync.errors import DatabaseUnavailable, SettingsError, SyncError
+from sync.logs import configure_logging
+from sync.runs import RunResult, backfill, reconcile, sync
+from sync.schedule import Task
+from sync.settings import DatabaseSettings, Settings, load_settings, today_in
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings_options(func: F) -> F:
+    """Flags that override any setting; shared by every command that talks to Kapture or the database."""
+    options = [
+        click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML config file."),
+        click.option("--database-url", help="SQLAlchemy URL of the target (KAPTURE_SYNC_DATABASE_URL)."),
+        click.option("--base-url", help="Kapture account URL (KAPTURE_BASE_URL)."),
+        click.option("--cm-id", type=int, help="Kapture account id (KAPTURE_CM_ID)."),
+        click.option(
+            "--set", "assignments", multiple=True, metavar="KEY=VALUE",
+            help="Any setting by its config-file key, e.g. --set page_size=500. Repeatable.",
+        ),
+        click.option("--debug", is_flag=True, help="Debug logs, and a traceback on failure."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _overrides(params: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in params.pop("assignments", ()) or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"bad setting: --set expects KEY=VALUE, got {item!r}")
+        values[key.strip().replace("-", "_")] = value
+    for key in ("database_url", "base_url", "cm_id"):
+        if params.get(key) is not None:
+            values[key] = params[key]
+    return values
+
+
+def _load(kind: type[DatabaseSettings], params: dict[str, Any]) -> Any:
+    configure_logging(debug=bool(params.get("debug")))
+    return load_settings(_overrides(params), params.get("config"), kind=kind)
+
+
+@contextmanager
+def _kapture(settings: Settings) -> Iterator[tuple[Engine, KaptureClient]]:
+    engine = make_engine(settings.database_url)
+    http = make_http_client(settings)
+    try:
+        yield engine, make_client(settings, http)
+    finally:
+        http.close()
+        engine.dispose()
+
+
+@contextmanager
+def _progress(enabled: bool, label: str) -> Iterator[dict[str, Any]]:
+    """tqdm over windows with rate and ETA, shown only when stderr is a terminal."""
+    state: dict[str, Any] = {"bar": None, "orders": 0}
+
+    def on_plan(tasks: list[Task]) -> None:
+        if enabled:
+            state["bar"] = tqdm(total=len(tasks), desc=label, unit="window", file=sys.stderr, dynamic_ncols=True)
+
+    def on_window(task: Task, seen: int) -> None:
+        state["orders"] += seen
+        if state["bar"] is not None:
+            state["bar"].set_postfix(orders=state["orders"], refresh=False)
+            state["bar"].update(1)
+
+    try:
+        yield {"on_plan": on_plan, "on_window": on_window}
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+
+def _report(result: RunResult) -> None:
+    click.echo(result.summary())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kapture-sync")
+def cli() -> None:
+    """Keep a SQL database in step with Kapture CRM's Pull Order API."""
+
+
+@cli.command("backfill")
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First create date.")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), help="Last create date (default: today).")
+@click.option("--refetch", is_flag=True, help="Also re-read windows the ledger says are complete.")
+@_settings_options
+def backfill_command(first: datetime, last: datetime | None, refetch: bool, **params: Any) -> None:
+    """Every order created in the range; killed and restarted, it resumes."""
+    settings: Settings = _load(Settings, params)
+    if last is not None and last.date() < first.date():
+        raise SettingsError("bad setting: --to is before --from")
+    with _kapture(settings) as (engine, client), _progress(sys.stderr.isatty(), "backfill") as hooks:
+        _report(backfill(engine, client, settings, first.date(), last.date() if last else None, refetch, **hooks))
+
+
+@cli.command("sync")
+@_settings_options
+def sync_command(**params: Any) -> None:
+    """One incremental run: new orders, and changes within the look-back and due windows."""
+    settings: Settings = _load(Settings, params)
+    with _kapture(settings) as (engine, client):
+        _report(sync(engine, client, settings))
+
+
+@cli.command("reconcile")
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), help="First create date (default: all).")
+@_settings_options
+def reconcile_command(first: datetime | None, **params: Any) -> None:
+    """A full re-scan that reports the changes incremental runs had missed, by age."""
+    settings: Settings = _load(Settings, params)
+    with _kapture(settings) as (engine, client), _progress(sys.stderr.isatty(), "reconcile") as hooks:
+        result = reconcile(engine, client, settings, first.date() if first else None, **hooks)
+    _report(result)
+    missed = result.totals.load.inserted + result.totals.load.updated
+    ages = ", ".join(f"{label}: {n}" for label, n in sorted(result.totals.changed_by_age.items()))
+    click.echo(
+        f"reconcile found {missed} change(s) the incremental runs had not stored"
+        + (f" ({ages}; oldest order {result.totals.oldest_change_days} days old)" if missed else "")
+    )
+
+
+@cli.command("status")
+@click.option("--runs", default=10, show_default=True, help="How many recent runs to list.")
+@_settings_options
+def status_command(runs: int, **params: Any) -> None:
+    """Watermark, lag and the last runs, for a person."""
+    from sync.report import accounts, status_text
+    from sync.state import Account
+
+    settings: DatabaseSettings = _load(DatabaseSettings, params)
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_schema(engine)
+        with engine.connect() as conn:
+            known = accounts(conn)
+            if params.get("cm_id"):
+                known = [Account(params["cm_id"])]
+            click.echo(f"database {redact(engine.url)}")
+            if not known:
+                click.echo("no account has been synced yet: run `kapture-sync backfill` or `kapture-sync sync`")
+            for account in known:
+                click.echo()
+                click.echo(status_text(conn, account, settings.zone, datetime.now(tz=UTC), runs))
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(database_problem(engine, exc)) from None
+    finally:
+        engine.dispose()
+
+
+@cli.command("check")
+@_settings_options
+def check_command(**params: Any) -> None:
+    """Validate settings, reach the database and Kapture, and prove the credentials."""
+    settings: Settings = _load(Settings, params)
+    click.echo(f"settings ok: account {settings.cm_id} at {settings.base_url}, zone {settings.timezone}")
+    with _kapture(settings) as (engine, client):
+        try:
+            with engine.connect():
+                pass
+        except DBAPIError as exc:
+            raise DatabaseUnavailable(database_problem(engine, exc)) from None
+        click.echo(f"database ok: {redact(engine.url)}")
+        today = today_in(settings.zone).isoformat()
+        end = today if settings.date_format == "date" else f"{today} 23:59:59"
+        start = today if settings.date_format == "date" else f"{today} 00:00:00"
+        page = client.pull({"createStartDate": start, "createEndDate": end}, 0, 1)
+        click.echo(
+            f"kapture ok: credentials accepted, {settings.http_method} {settings.endpoint_path} answered "
+            f"({len(page.records)} record(s) on a 1-row probe of today)"
+        )
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Schema management."""
+
+
+@db_group.command("upgrade")
+@_settings_options
+def db_upgrade_command(**params: Any) -> None:
+    """Apply migrations up to head."""
+    settings: DatabaseSettings = _load(DatabaseSettings, params)
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(database_problem(engine, exc)) from None
+    finally:
+        engine.dispose()
+    click.echo(f"database {redact(engine.url)} is at the newest schema")
+
+
+@cli.command("demo")
+@click.option("--orders", default=5000, show_default=True, help="Orders the emulator starts with.")
+@click.option("--days", default=14, show_default=True, help="Days of history they span.")
+@click.option("--database-url", default=None, help="Target (default: a fresh data/demo.db).")
+@click.option("--debug", is_flag=True)
+def demo_command(orders: int, days: int, database_url: str | None, debug: bool) -> None:
+    """Emulator -> backfill -> edits -> incremental sync -> counts and a query (or a real sync with credentials)."""
+    from sync.demo import run_demo
+
+    configure_logging(debug=debug)
+    run_demo(orders=orders, days=days, database_url=database_url, echo=click.echo)
+
+
+def _register_emulator() -> None:
+    from sync.emulator.cli import emulator_command
+
+    cli.add_command(emulator_command, name="emulator")
+
+
+_register_emulator()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: one line on stderr and a meaningful exit status for every failure."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        result = cli.main(args=args, prog_name="kapture-sync", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Abort:
+        click.echo("kapture-sync: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SyncError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"kapture-sync: {exc}", err=True)
+        return exc.exit_code
+    except DBAPIError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"kapture-sync: database error: {str(getattr(exc, 'orig', exc)).splitlines()[0]}", err=True)
+        return DatabaseUnavailable.exit_code
+    except KeyboardInterrupt:
+        click.echo("kapture-sync: interrupted", err=True)
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"kapture-sync: unexpected error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            err=True,
+        )
+        return 70
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

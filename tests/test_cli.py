@@ -1,0 +1,156 @@
+"""The command line as a user meets it: real subprocesses, exit codes, one-line errors, no secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from sync.db import make_engine
+from tests.helpers import assert_equals_truth, stored
+
+FIRST = (date.today() - timedelta(days=45)).isoformat()
+SECRET = "s3cr3t-PASSWORD-do-not-log"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "sync", *args], env=full_env, cwd=cwd, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def account_env(url: str, database_url: str, password: str = "demo", **extra: str) -> dict[str, str]:
+    env = {
+        "KAPTURE_BASE_URL": url, "KAPTURE_USERNAME": "demo", "KAPTURE_PASSWORD": password,
+        "KAPTURE_CM_ID": "1000298", "KAPTURE_SYNC_DATABASE_URL": database_url,
+        "KAPTURE_BACKOFF_BASE": "0.01", "KAPTURE_BACKOFF_MAX": "0.05",
+    }
+    env.update(extra)
+    return env
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.lstrip().startswith("{")]
+    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_backfill_sync_and_status_from_the_command_line(emulator, database_url, tmp_path):
+    emu, serving = emulator
+    env = account_env(serving.url, database_url)
+    done = run_cli("backfill", "--from", FIRST, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "backfill success" in done.stdout
+    emu.store.create(3)
+    synced = run_cli("sync", env=env, cwd=tmp_path)
+    assert synced.returncode == 0, synced.stderr
+    assert "3 inserted" in synced.stdout
+    engine = make_engine(database_url)
+    assert_equals_truth(engine, emu.store.truth())
+    engine.dispose()
+
+    status = run_cli("status", env={"KAPTURE_SYNC_DATABASE_URL": database_url}, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "account 1000298" in status.stdout and "watermark" in status.stdout
+    assert "backfill" in status.stdout and "sync" in status.stdout and "success" in status.stdout
+    assert f"orders stored   {len(emu.store.truth()):,}" in status.stdout
+
+
+def test_bad_settings_stop_with_one_line_naming_each_value(tmp_path):
+    bad = run_cli("sync", env={"KAPTURE_CM_ID": "-5", "KAPTURE_PASSWORD": SECRET, "KAPTURE_SYNC_WINDOW": "fortnight"},
+                  cwd=tmp_path)
+    assert bad.returncode == 2
+    line = one_line(bad.stderr)
+    assert "KAPTURE_CM_ID" in line and "KAPTURE_BASE_URL is required" in line and "KAPTURE_SYNC_WINDOW" in line
+    assert SECRET not in bad.stderr + bad.stdout
+
+
+@pytest.mark.parametrize("failure_status", [200, 401])
+def test_rejected_credentials_exit_non_zero_write_nothing_and_never_echo_the_secret(
+    start_emulator, postgres_url, tmp_path, failure_status
+):
+    _, serving = start_emulator(auth_failure_status=failure_status)
+    database_url = f"sqlite:///{tmp_path / 'k.db'}"
+    done = run_cli("backfill", "--from", FIRST, "--debug", env=account_env(serving.url, database_url, SECRET),
+                   cwd=tmp_path)
+    assert done.returncode == 3
+    assert "credentials rejected" in done.stderr.splitlines()[-1]
+    assert SECRET not in done.stderr + done.stdout
+    engine = make_engine(database_url)
+    assert stored(engine) == {}
+    engine.dispose()
+    assert SECRET.encode() not in (tmp_path / "k.db").read_bytes()
+
+
+def test_a_failed_body_with_http_200_exits_non_zero_naming_the_cause(emulator, tmp_path):
+    emu, serving = emulator
+    emu.faults.push("failed_body")
+    database_url = f"sqlite:///{tmp_path / 'k.db'}"
+    done = run_cli("backfill", "--from", FIRST, env=account_env(serving.url, database_url), cwd=tmp_path)
+    assert done.returncode == 4
+    assert "Kapture refused the request (Internal error, please retry)" in one_line(done.stderr)
+    engine = make_engine(database_url)
+    assert stored(engine) == {}
+    engine.dispose()
+
+
+def test_unreachable_kapture_is_retried_then_named(tmp_path):
+    env = account_env("http://127.0.0.1:9", f"sqlite:///{tmp_path / 'k.db'}", KAPTURE_MAX_ATTEMPTS="3")
+    done = run_cli("sync", env=env, cwd=tmp_path)
+    assert done.returncode == 5
+    assert "Kapture unreachable after 3 attempts" in one_line(done.stderr)
+
+
+def test_unreachable_database_is_named_without_its_password(emulator, tmp_path):
+    _, serving = emulator
+    env = account_env(serving.url, f"postgresql://postgres:{SECRET}@127.0.0.1:9/nowhere")
+    done = run_cli("sync", env=env, cwd=tmp_path)
+    assert done.returncode == 6
+    line = one_line(done.stderr)
+    assert "database unreachable" in line and "127.0.0.1:9/nowhere" in line
+    assert SECRET not in done.stderr
+
+
+def test_check_proves_settings_database_and_credentials(emulator, tmp_path):
+    _, serving = emulator
+    database_url = f"sqlite:///{tmp_path / 'k.db'}"
+    ok = run_cli("check", env=account_env(serving.url, database_url), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert [line.split(" ")[0] for line in ok.stdout.splitlines()] == ["settings", "database", "kapture"]
+    wrong = run_cli("check", env=account_env(serving.url, database_url, "wrong"), cwd=tmp_path)
+    assert wrong.returncode == 3
+
+
+def test_db_upgrade_creates_the_schema_at_head(database_url, tmp_path):
+    done = run_cli("db", "upgrade", env={"KAPTURE_SYNC_DATABASE_URL": database_url}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    tables = set(inspect(engine).get_table_names())
+    assert {"orders", "sync_state", "sync_windows", "sync_runs", "rejected_records"} <= tables
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    engine.dispose()
+
+
+def test_flags_beat_environment_beat_config_file(emulator, tmp_path):
+    _, serving = emulator
+    config = tmp_path / "k.toml"
+    config.write_text(
+        f'[kapture]\nbase_url = "{serving.url}"\nusername = "demo"\npassword = "demo"\ncm_id = 77\n'
+        f'[sync]\ndatabase_url = "sqlite:///{tmp_path / "file.db"}"\n'
+    )
+    env = {"KAPTURE_SYNC_CONFIG": str(config), "KAPTURE_CM_ID": "1000298"}
+    done = run_cli("check", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "account 1000298" in done.stdout and "file.db" in done.stdout
+    flagged = run_cli("check", "--cm-id", "5", env=env, cwd=tmp_path)
+    assert flagged.returncode == 4 and "cmId 5" in flagged.stderr

@@ -1,0 +1,138 @@
+"""The client against the emulator over real HTTP, and `judge()` on every odd shape Kapture uses."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+import pytest
+
+from sync.client import judge
+from sync.errors import CredentialsRejected, KaptureRejected, KaptureUnavailable, TransientError
+from tests.conftest import settings_for
+
+TODAY_WIDE = {"createStartDate": "2000-01-01", "createEndDate": "2100-01-01"}
+
+
+def test_pull_sends_the_documented_body_and_reads_a_page(emulator, connect):
+    emu, serving = emulator
+    client = connect(settings_for(serving.url))
+    assert client.body(TODAY_WIDE, 40, 20) == {"cmId": 1000298, **TODAY_WIDE, "limit": "20", "offset": "40"}
+    page = client.pull(TODAY_WIDE, 0, 25)
+    assert len(page.records) == 25
+    assert page.records == sorted(emu.store.truth(), key=lambda r: (r["createDate"], r["id"]))[:25]
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_both_http_methods_get_the_same_answer(emulator, connect, method):
+    _, serving = emulator
+    client = connect(settings_for(serving.url, http_method=method))
+    assert len(client.pull(TODAY_WIDE, 0, 10).records) == 10
+
+
+def test_retry_after_is_honoured_on_429(emulator, connect):
+    emu, serving = emulator
+    emu.faults.retry_after_seconds = 1
+    emu.faults.push("429")
+    client = connect(settings_for(serving.url))
+    started = time.monotonic()
+    assert client.pull(TODAY_WIDE, 0, 5).records
+    assert time.monotonic() - started >= 0.95
+    assert client.stats.requests == 2
+
+
+@pytest.mark.parametrize("kind", ["500", "502", "503", "truncate", "bad_json", "disconnect", "timeout"])
+def test_transient_faults_are_retried(emulator, connect, kind):
+    emu, serving = emulator
+    emu.faults.slow_seconds = 1.0
+    emu.faults.push(kind, 2)
+    client = connect(settings_for(serving.url, timeout=0.4))
+    assert len(client.pull(TODAY_WIDE, 0, 5).records) == 5
+    assert client.stats.requests == 3 and client.stats.retries == 2
+
+
+def test_retries_are_bounded_and_end_in_one_named_error(emulator, connect):
+    emu, serving = emulator
+    emu.faults.push("503", 10)
+    client = connect(settings_for(serving.url, max_attempts=3))
+    with pytest.raises(KaptureUnavailable, match="after 3 attempts: HTTP 503"):
+        client.pull(TODAY_WIDE, 0, 5)
+    assert client.stats.requests == 3
+
+
+def test_retries_stop_at_the_time_budget(emulator, connect):
+    emu, serving = emulator
+    emu.faults.retry_after_seconds = 1
+    emu.faults.push("429", 10)
+    client = connect(settings_for(serving.url, max_attempts=10, retry_max_seconds=1.5))
+    started = time.monotonic()
+    with pytest.raises(KaptureUnavailable):
+        client.pull(TODAY_WIDE, 0, 5)
+    assert time.monotonic() - started < 4
+    assert client.stats.requests <= 3
+
+
+@pytest.mark.parametrize("status", [200, 401])
+def test_wrong_credentials_are_permanent(start_emulator, connect, status):
+    _, serving = start_emulator(auth_failure_status=status)
+    client = connect(settings_for(serving.url, password="wrong"))
+    with pytest.raises(CredentialsRejected, match="Invalid Auth Key"):
+        client.pull(TODAY_WIDE, 0, 5)
+    assert client.stats.requests == 1
+
+
+def test_a_ready_made_token_is_accepted(emulator, connect):
+    import base64
+
+    _, serving = emulator
+    token = base64.b64encode(b"demo:demo").decode()
+    client = connect(settings_for(serving.url, username=None, password=None, auth_token=token))
+    assert client.pull(TODAY_WIDE, 0, 1).records
+
+
+def test_a_foreign_account_is_refused_with_the_servers_message(emulator, connect):
+    _, serving = emulator
+    client = connect(settings_for(serving.url, cm_id=5))
+    with pytest.raises(KaptureRejected, match="cmId 5"):
+        client.pull(TODAY_WIDE, 0, 1)
+
+
+def _judge(body: object, status: int = 200, headers: dict[str, str] | None = None):
+    return judge(status, httpx.Headers(headers or {}), orjson.dumps(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"Message": "Invalid Auth Key", "Status": "failed"},
+        {"message": "Authorization key expired", "status": "FAILED"},
+        {"success": "false", "message": "Token disabled"},
+    ],
+)
+def test_judge_reads_capitalised_and_lower_case_auth_failures(body):
+    with pytest.raises(CredentialsRejected):
+        _judge(body)
+
+
+def test_judge_treats_a_string_where_the_list_belongs_as_no_data():
+    page = _judge({"success": "true", "order_details": "No data found"})
+    assert page.records == [] and page.note == "No data found"
+    assert _judge({"success": True, "order_details": [{"id": 1}]}).records == [{"id": 1}]
+
+
+def test_judge_refuses_an_unknown_shape_instead_of_guessing():
+    with pytest.raises(KaptureRejected, match="unknown shape"):
+        _judge({"data": []})
+    with pytest.raises(KaptureRejected, match="HTTP 400: cmId is required"):
+        _judge({"message": "cmId is required", "status": "failed"}, status=400)
+
+
+def test_judge_marks_server_errors_and_garbage_as_transient():
+    with pytest.raises(TransientError) as caught:
+        _judge({"message": "busy"}, status=429, headers={"Retry-After": "7"})
+    assert caught.value.retry_after == 7.0
+    with pytest.raises(TransientError):
+        judge(200, httpx.Headers(), b'{"success": "true", "order_det')
+    with pytest.raises(TransientError):
+        _judge({"message": "oops"}, status=503)

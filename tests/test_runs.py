@@ -1,0 +1,196 @@
+"""Backfill, sync and reconcile end to end: real HTTP to the emulator, real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+
+from sync.errors import KaptureRejected, LeaseHeld
+from sync.models import Order, SyncState, SyncWindow
+from sync.runs import backfill, reconcile, sync
+from sync.state import Account, acquire_lease
+from sync.windows import from_ms
+from tests.conftest import settings_for
+from tests.helpers import assert_equals_truth, rejected, runs, storable, stored
+
+FIRST = date.today() - timedelta(days=45)
+
+
+def test_backfill_stores_every_order_once_equal_to_what_was_served(emulator, engine: Engine, database_url, connect):
+    emu, serving = emulator
+    settings = settings_for(serving.url, database_url)
+    result = backfill(engine, connect(settings), settings, FIRST)
+
+    truth = emu.store.truth()
+    assert_equals_truth(engine, truth)
+    assert result.outcome == "success"
+    assert result.totals.load.inserted == len(truth)
+    [run] = runs(engine)
+    assert (run.kind, run.outcome, run.inserted, run.records_fetched) == ("backfill", "success", len(truth), len(truth))
+    assert run.pages >= len(truth) // settings.page_size
+    with engine.connect() as conn:
+        watermark = conn.execute(select(SyncState.watermark)).scalar_one()
+        finished = conn.execute(select(SyncWindow).where(SyncWindow.last_scanned_at.is_not(None))).all()
+    assert watermark == max(from_ms(r["lastModificationTime"]) for r in truth)
+    assert len(finished) == result.planned_windows
+
+
+def test_sync_finds_new_and_edited_orders_and_leaves_unchanged_rows_alone(
+    emulator, engine: Engine, database_url, connect
+):
+    emu, serving = emulator
+    settings = settings_for(serving.url, database_url, lookback_days=7)
+    client = connect(settings)
+    backfill(engine, client, settings, FIRST)
+    before = stored(engine)
+
+    created = emu.store.create(4)
+    edited = emu.store.edit(n=5)
+    result = sync(engine, client, settings)
+
+    assert (result.totals.load.inserted, result.totals.load.updated) == (4, 5)
+    assert_equals_truth(engine, emu.store.truth())
+    after = stored(engine)
+    touched = {r["id"] for r in created + edited}
+    untouched = [i for i in before if i not in touched]
+    assert all(after[i].synced_at == before[i].synced_at for i in untouched), "an unchanged row was rewritten"
+    assert all(after[r["id"]].synced_at > before[r["id"]].synced_at for r in edited)
+
+    again = sync(engine, client, settings)
+    assert (again.totals.load.inserted, again.totals.load.updated) == (0, 0)
+
+
+def test_an_old_edit_is_missed_by_sync_and_found_by_reconcile(start_emulator, engine: Engine, database_url, connect):
+    emu, serving = start_emulator(orders=400, days=40)
+    settings = settings_for(serving.url, database_url, lookback_days=3, rescan_horizon_days=10)
+    client = connect(settings)
+    backfill(engine, client, settings, FIRST)
+    now_ms = emu.store.now_ms()
+    old = next(r for r in emu.store.truth() if storable(r) and now_ms - r["createDate"] > 25 * 86_400_000)
+    emu.store.edit(ids=[old["id"]])
+
+    missed = sync(engine, client, settings)
+    assert missed.totals.load.updated == 0
+    assert stored(engine)[old["id"]].last_modification_time == from_ms(old["lastModificationTime"])
+
+    found = reconcile(engine, client, settings)
+    assert found.totals.load.updated == 1
+    assert found.totals.oldest_change_days is not None and found.totals.oldest_change_days >= 25
+    assert sum(found.totals.changed_by_age.values()) == 1
+    assert_equals_truth(engine, emu.store.truth())
+    assert runs(engine)[-1].details["changed_by_age"] == dict(found.totals.changed_by_age)
+
+
+def test_silent_limit_cap_and_newest_first_drift_lose_nothing(emulator, engine: Engine, database_url, connect):
+    emu, serving = emulator
+    emu.faults.limit_cap = 7
+    emu.faults.newest_first = True
+    emu.faults.latency_ms = 2
+    settings = settings_for(serving.url, database_url, page_size=50)
+    existing = {r["id"] for r in emu.store.truth()}
+    stop = threading.Event()
+
+    def arrive() -> None:  # orders keep arriving in today's window while it is paged newest-first
+        while not stop.wait(0.01):
+            emu.store.create(1)
+
+    arrivals = threading.Thread(target=arrive)
+    arrivals.start()
+    try:
+        result = backfill(engine, connect(settings), settings, FIRST)
+    finally:
+        stop.set()
+        arrivals.join()
+    assert existing <= set(stored(engine)), "an order that existed before the scan was skipped"
+    assert result.totals.records_fetched >= len(existing)
+    sync(engine, connect(settings), settings)
+    assert_equals_truth(engine, emu.store.truth())
+
+
+def test_malformed_records_are_rejected_with_a_reason_and_never_sink_the_page(
+    start_emulator, engine: Engine, database_url, connect
+):
+    emu, serving = start_emulator(malformed_rate=0.05)
+    settings = settings_for(serving.url, database_url)
+    result = backfill(engine, connect(settings), settings, FIRST)
+    truth = emu.store.truth()
+    bad = [r for r in truth if not storable(r)]
+    assert bad, "the emulator should have served malformed records"
+    assert_equals_truth(engine, truth)
+    assert result.totals.rejected == len(bad)
+    stored_rejects = rejected(engine)
+    assert len(stored_rejects) == len(bad)
+    assert {tuple(sorted(r.raw.items())) for r in stored_rejects} == {tuple(sorted(r.items())) for r in bad}
+    assert all(("id: missing" in r.reason) or ("null" in r.reason) for r in stored_rejects)
+    assert any("loyaltyTier" in o.raw or "couponCode" in o.raw or "sourceApp" in o.raw for o in stored(engine).values())
+
+    reconcile(engine, connect(settings), settings)
+    again = rejected(engine)
+    assert len(again) == len(bad), "a bad record seen twice must be kept once"
+    assert all(r.seen_count == 2 for r in again)
+
+
+def test_transient_faults_are_retried_and_the_result_is_complete(emulator, engine: Engine, database_url, connect):
+    emu, serving = emulator
+    emu.faults.retry_after_seconds = 1
+    emu.faults.slow_seconds = 1.5
+    for kind in ("503", "500", "429", "truncate", "bad_json", "disconnect", "timeout", "502"):
+        emu.faults.push(kind)
+    settings = settings_for(serving.url, database_url, timeout=0.5, max_attempts=10)
+    client = connect(settings)
+    result = backfill(engine, client, settings, FIRST)
+    assert result.outcome == "success"
+    assert_equals_truth(engine, emu.store.truth())
+    assert client.stats.retries == 8
+    assert sum(emu.stats()["faults"].values()) == 8
+
+
+def test_a_failed_body_with_http_200_stops_the_run_and_writes_nothing(emulator, engine: Engine, database_url, connect):
+    emu, serving = emulator
+    emu.faults.push("failed_body")
+    settings = settings_for(serving.url, database_url)
+    with pytest.raises(KaptureRejected, match="Internal error"):
+        backfill(engine, connect(settings), settings, FIRST)
+    assert stored(engine) == {}
+    [run] = runs(engine)
+    assert run.outcome == "failed" and "Internal error" in run.error
+
+
+def test_a_second_process_cannot_sync_the_same_account_at_once(emulator, engine: Engine, database_url, connect):
+    emu, serving = emulator
+    settings = settings_for(serving.url, database_url)
+    from datetime import UTC, datetime
+
+    acquire_lease(engine, Account(settings.cm_id), "otherhost:1:abc", timedelta(minutes=5), datetime.now(UTC))
+    with pytest.raises(LeaseHeld, match="otherhost"):
+        sync(engine, connect(settings), settings)
+    assert stored(engine) == {}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_deep_window_is_split_when_datetime_bounds_allow(start_emulator, engine: Engine, connect, database_url):
+    emu, serving = start_emulator(orders=900, days=2)
+    settings = settings_for(
+        serving.url, database_url, date_format="datetime", split_offset=120, page_size=40
+    )
+    result = backfill(engine, connect(settings), settings, FIRST)
+    assert_equals_truth(engine, emu.store.truth())
+    with engine.connect() as conn:
+        windows = conn.execute(select(SyncWindow.order_count)).scalars().all()
+    assert sum(windows) == 900
+    assert max(windows) > 120, "the test needs a window deeper than the split offset"
+    assert result.totals.records_fetched >= 900
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("method,end_inclusive", [("GET", True), ("POST", False)])
+def test_get_with_body_and_exclusive_end_dates_work(start_emulator, engine: Engine, connect, method, end_inclusive, database_url):
+    emu, serving = start_emulator(end_inclusive=end_inclusive)
+    settings = settings_for(serving.url, database_url, http_method=method, end_inclusive=end_inclusive)
+    backfill(engine, connect(settings), settings, FIRST)
+    assert_equals_truth(engine, emu.store.truth())
+    with engine.connect() as conn:
+        assert conn.execute(select(Order.cm_id).distinct()).scalars().all() == [1000298]

@@ -1,0 +1,70 @@
+"""From a served record to a row: lenient where the meaning is plain, a reason where it is not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from sync.fields import ORDER_FIELDS
+from sync.transform import Rejection, record_key, to_row
+
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
+GOOD = {
+    "id": 23518265, "cmId": 1000298, "customerId": 191696570, "createDate": 1715149492000,
+    "lastModificationTime": 1715149493000, "productValue": 1499.5, "discount": 0, "remarks": "café ✓",
+    "invoiceSent": False, "productQuantity": 2, "deliveryStatus": "AP",
+}
+
+
+def test_a_documented_record_maps_to_typed_columns_and_keeps_its_raw_form():
+    row = to_row(GOOD, 1000298, NOW)
+    assert not isinstance(row, Rejection)
+    assert row["create_date"] == datetime(2024, 5, 8, 6, 24, 52, tzinfo=UTC)
+    assert row["product_value"] == Decimal("1499.5") and row["discount"] == Decimal(0)
+    assert (row["invoice_sent"], row["remarks"], row["customer_id"]) == (False, "café ✓", 191696570)
+    assert row["raw"] is GOOD and row["synced_at"] == NOW
+    assert set(row) == {f.column for f in ORDER_FIELDS} | {"raw", "synced_at"}
+
+
+def test_numbers_sent_as_strings_are_read_and_unknown_fields_kept():
+    record = {**GOOD, "id": "23518265", "productValue": "1499.50", "invoiceSent": "true", "loyaltyTier": "gold"}
+    row = to_row(record, 1000298, NOW)
+    assert not isinstance(row, Rejection)
+    assert (row["id"], row["product_value"], row["invoice_sent"]) == (23518265, Decimal("1499.50"), True)
+    assert row["raw"]["loyaltyTier"] == "gold"
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"id": None}, "id: null"),
+        ({"createDate": None}, "createDate: null"),
+        ({"lastModificationTime": "yesterday"}, "lastModificationTime: expected an integer"),
+        ({"createDate": 12}, "createDate: not an epoch-millisecond time"),
+        ({"productValue": "lots"}, "productValue: expected a number"),
+        ({"invoiceSent": "maybe"}, "invoiceSent: expected true or false"),
+        ({"customerId": 1.5}, "customerId: expected an integer"),
+        ({"cmId": 7}, "cmId: 7 is not this account"),
+        ({"remarks": {"nested": 1}}, "remarks: expected text"),
+    ],
+)
+def test_a_record_that_cannot_be_stored_becomes_a_rejection_naming_the_field(change, reason):
+    result = to_row({**GOOD, **change}, 1000298, NOW)
+    assert isinstance(result, Rejection)
+    assert reason in result.reason
+    assert result.raw == {**GOOD, **change}
+
+
+def test_a_missing_id_is_said_to_be_missing_and_the_payload_fingerprinted():
+    record = {k: v for k, v in GOOD.items() if k != "id"}
+    result = to_row(record, 1000298, NOW)
+    assert isinstance(result, Rejection) and "id: missing" in result.reason and result.order_id is None
+    assert result.fingerprint == to_row(dict(record), 1000298, NOW).fingerprint
+    assert record_key(record) == result.fingerprint and record_key(GOOD) == 23518265
+
+
+def test_a_non_object_record_is_rejected():
+    result = to_row(["not", "a", "record"], 1000298, NOW)
+    assert isinstance(result, Rejection) and "not an object" in result.reason
