@@ -60,6 +60,7 @@ class PageCommitter:
     lease_ttl: timedelta
     clock: Callable[[], datetime]
     requests_so_far: Callable[[], int]
+    start_watermark: datetime | None = None
     totals: RunTotals = field(default_factory=RunTotals)
     _open: dict[datetime, Progress] = field(default_factory=dict)
     _requests_reported: int = 0
@@ -67,7 +68,7 @@ class PageCommitter:
     def _progress(self, task: Task, now: datetime) -> Progress:
         if task.nominal.start not in self._open:
             self._open[task.nominal.start] = task.resume or Progress(
-                started_at=now, end=task.end, floor=task.floor, slice=task.window,
+                started_at=now, end=task.end, floor=task.floor, watermark=self.start_watermark, slice=task.window,
                 offset=0, seen=0, changes=0, max_lmt=None,
             )
         return self._open[task.nominal.start]

@@ -187,6 +187,8 @@ class SyncWindow(Base):
     # The last complete scan.
     last_scanned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     scanned_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The account's watermark when the last complete scan began: every version modified up to then
+    # was served by that scan, so later scans need not compare rows at or below it.
     scan_floor: Mapped[datetime | None] = mapped_column(UTCDateTime)
     order_count: Mapped[int | None] = mapped_column(Integer)
     max_last_modification_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -196,6 +198,7 @@ class SyncWindow(Base):
     progress_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     progress_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     progress_floor: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    progress_watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
     progress_slice_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     progress_slice_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     progress_offset: Mapped[int | None] = mapped_column(Integer)

@@ -33,6 +33,7 @@ from sync.state import (
     new_owner,
     release_lease,
     start_run,
+    watermark,
 )
 
 log = structlog.get_logger(__name__)
@@ -71,6 +72,7 @@ def schedule_of(settings: Settings) -> Schedule:
         overlap_windows=settings.overlap_windows,
         rescan_factor=settings.rescan_factor,
         horizon=timedelta(days=settings.rescan_horizon_days),
+        clock_skew=settings.clock_skew,
     )
 
 
@@ -114,12 +116,14 @@ def execute(
         run_id = start_run(engine, account, kind, now, {"window": str(settings.window)})
         with engine.connect() as conn:
             tasks = planner(ledger(conn, account), now)
+            start_watermark = watermark(conn, account)
         if on_plan:
             on_plan(tasks)
         log.info("run.start", kind=kind, run_id=run_id, cm_id=account.cm_id, windows=len(tasks))
         base_requests = client.stats.requests
         committer = PageCommitter(
-            engine, account, run_id, owner, ttl, clock, lambda: client.stats.requests - base_requests
+            engine, account, run_id, owner, ttl, clock, lambda: client.stats.requests - base_requests,
+            start_watermark,
         )
         outcome, error = "failed", None
         try:

@@ -40,6 +40,13 @@ class Schedule:
     overlap_windows: int
     rescan_factor: float
     horizon: timedelta
+    clock_skew: timedelta = timedelta(minutes=5)  # allowance for Kapture's servers stamping times unevenly
+
+    def floor(self, entry: LedgerEntry | None) -> datetime | None:
+        """Below this, rows were stored by the window's last full scan and need no comparison."""
+        if entry is None or entry.scan_floor is None:
+            return None
+        return entry.scan_floor - self.clock_skew
 
 
 def _task(nominal: Window, now: datetime, reason: str, entry: LedgerEntry | None, floor: datetime | None) -> Task:
@@ -97,18 +104,18 @@ def plan_sync(
             chosen[nominal.start] = _task(nominal, now, "resume", entry, None)
         elif entry is None or not entry.finished:
             if entry is not None or nominal.start >= first_scanned_from:
-                chosen[nominal.start] = _task(nominal, now, "new", entry, entry.scan_floor if entry else None)
+                chosen[nominal.start] = _task(nominal, now, "new", entry, schedule.floor(entry))
         elif age < schedule.lookback:
-            chosen[nominal.start] = _task(nominal, now, "lookback", entry, entry.scan_floor)
+            chosen[nominal.start] = _task(nominal, now, "lookback", entry, schedule.floor(entry))
         elif age <= schedule.horizon and entry.last_scanned_at is not None:
             if now - entry.last_scanned_at >= age * schedule.rescan_factor:
-                chosen[nominal.start] = _task(nominal, now, "due", entry, entry.scan_floor)
+                chosen[nominal.start] = _task(nominal, now, "due", entry, schedule.floor(entry))
         if entry is not None and entry.finished and not any(t.reason == "new" for t in chosen.values()):
             finished_before_new.append(nominal)
     for nominal in finished_before_new[-schedule.overlap_windows :] if schedule.overlap_windows else []:
         if nominal.start not in chosen:
             entry = entries[nominal.start]
-            chosen[nominal.start] = _task(nominal, now, "overlap", entry, entry.scan_floor)
+            chosen[nominal.start] = _task(nominal, now, "overlap", entry, schedule.floor(entry))
     return [chosen[k] for k in sorted(chosen)]
 
 

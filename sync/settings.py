@@ -128,6 +128,9 @@ class Settings(DatabaseSettings):
     min_slice: timedelta = Field(
         timedelta(minutes=1), validation_alias=_env("KAPTURE_SYNC_MIN_SLICE", "min_slice")
     )
+    clock_skew: timedelta = Field(
+        timedelta(minutes=5), validation_alias=_env("KAPTURE_SYNC_CLOCK_SKEW", "clock_skew")
+    )
     lease_seconds: float = Field(600.0, gt=0, validation_alias=_env("KAPTURE_SYNC_LEASE_SECONDS", "lease_seconds"))
 
     @field_validator("base_url")
@@ -138,7 +141,7 @@ class Settings(DatabaseSettings):
             raise ValueError("must be scheme, host and optional port, e.g. https://acme.kapturecrm.com")
         return value
 
-    @field_validator("window", "min_slice", mode="before")
+    @field_validator("window", "min_slice", "clock_skew", mode="before")
     @classmethod
     def _read_duration(cls, value: object) -> timedelta:
         return parse_duration(value)

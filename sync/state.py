@@ -58,7 +58,8 @@ class Progress:
 
     started_at: datetime
     end: datetime
-    floor: datetime | None
+    floor: datetime | None  # rows at or below it are skipped by this scan
+    watermark: datetime | None  # the account's watermark when this scan began
     slice: Window
     offset: int
     seen: int
@@ -165,6 +166,7 @@ def ledger(conn: Connection, account: Account) -> dict[datetime, LedgerEntry]:
                 started_at=r["progress_started_at"],
                 end=r["progress_end"],
                 floor=r["progress_floor"],
+                watermark=r["progress_watermark"],
                 slice=Window(r["progress_slice_start"], r["progress_slice_end"]),
                 offset=r["progress_offset"] or 0,
                 seen=r["progress_seen"] or 0,
@@ -194,6 +196,7 @@ def save_progress(conn: Connection, account: Account, nominal: Window, progress:
         "progress_started_at": progress.started_at,
         "progress_end": progress.end,
         "progress_floor": progress.floor,
+        "progress_watermark": progress.watermark,
         "progress_slice_start": progress.slice.start,
         "progress_slice_end": progress.slice.end,
         "progress_offset": progress.offset,
@@ -218,13 +221,13 @@ def finish_window(
     values = {
         "last_scanned_at": now,
         "scanned_end": progress.end,
-        "scan_floor": progress.floor,
+        "scan_floor": progress.watermark,
         "order_count": progress.seen,
         "max_last_modification_time": progress.max_lmt,
         "changes_found": progress.changes,
         "scans": windows_t.c.scans + 1,
         **{c: None for c in (
-            "progress_started_at", "progress_end", "progress_floor", "progress_slice_start",
+            "progress_started_at", "progress_end", "progress_floor", "progress_watermark", "progress_slice_start",
             "progress_slice_end", "progress_offset", "progress_seen", "progress_changes", "progress_max_lmt",
         )},
     }

@@ -8,7 +8,6 @@ that could sink the good records of its page.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,16 +78,8 @@ def _timestamp(value: Any) -> datetime | None:
 
 
 def _amount(value: Any) -> Decimal | None:
-    kind = type(value)
-    if value is None:
-        return None
-    if kind is int:
-        return Decimal(value)
-    if kind is float:
-        if not math.isfinite(value):
-            raise BadValue(f"expected a finite number, got {value!r}")
-        return Decimal(repr(value))
-    if kind is str:
+    """An amount sent as text, read exactly; JSON numbers never get here (see `_AS_IS`)."""
+    if type(value) is str:
         text = value.strip()
         if text == "":
             return None
@@ -127,8 +118,18 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "text": _text,
     "flag": _flag,
 }
-_PLAN: tuple[tuple[Field, Callable[[Any], Any]], ...] = tuple((f, _CONVERT[f.kind]) for f in ORDER_FIELDS)
-_REQUIRED = ("id", "createDate", "lastModificationTime")
+# Values already of the column's type pass through untouched: the common case, kept cheap because
+# it runs for every field of every order. JSON numbers are always finite (orjson refuses NaN), and
+# amounts stay int or float until the driver writes them to NUMERIC exactly (shortest repr).
+_AS_IS: dict[str, tuple[type, ...]] = {
+    "id": (int,), "int": (int,), "timestamp": (), "amount": (int, float), "text": (str,), "flag": (bool,)
+}
+_PLAN: tuple[tuple[str, str, tuple[type, ...], Callable[[Any], Any]], ...] = tuple(
+    (f.api, f.column, _AS_IS[f.kind], _CONVERT[f.kind]) for f in ORDER_FIELDS
+)
+_REQUIRED: tuple[tuple[str, str], ...] = (
+    ("id", "id"), ("createDate", "create_date"), ("lastModificationTime", "last_modification_time"),
+)
 
 
 def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rejection:
@@ -137,16 +138,20 @@ def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rej
         return Rejection(f"record is a {type(record).__name__}, not an object", record, None, fingerprint(record))
     row: dict[str, Any] = {}
     problems: list[str] = []
-    for field, convert in _PLAN:
+    get = record.get
+    for api, column, as_is, convert in _PLAN:
+        value = get(api)
+        if value is None or type(value) in as_is:
+            row[column] = value
+            continue
         try:
-            row[field.column] = convert(record.get(field.api))
+            row[column] = convert(value)
         except BadValue as exc:
-            problems.append(f"{field.api}: {exc}")
-    for name in _REQUIRED:
-        column = next(f.column for f, _ in _PLAN if f.api == name)
-        if row.get(column) is None and not any(p.startswith(f"{name}:") for p in problems):
-            problems.append(f"{name}: missing" if name not in record else f"{name}: null")
-    order_id = row.get("id") if isinstance(row.get("id"), int) else None
+            problems.append(f"{api}: {exc}")
+    for api, column in _REQUIRED:
+        if row.get(column) is None and not any(p.startswith(f"{api}:") for p in problems):
+            problems.append(f"{api}: missing" if api not in record else f"{api}: null")
+    order_id = row.get("id") if type(row.get("id")) is int else None
     if row.get("cm_id") is not None and row["cm_id"] != cm_id:
         problems.append(f"cmId: {row['cm_id']} is not this account ({cm_id})")
     if problems:

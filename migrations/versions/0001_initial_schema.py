@@ -139,6 +139,7 @@ def upgrade() -> None:
     sa.Column('progress_started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('progress_end', sa.DateTime(timezone=True), nullable=True),
     sa.Column('progress_floor', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('progress_watermark', sa.DateTime(timezone=True), nullable=True),
     sa.Column('progress_slice_start', sa.DateTime(timezone=True), nullable=True),
     sa.Column('progress_slice_end', sa.DateTime(timezone=True), nullable=True),
     sa.Column('progress_offset', sa.Integer(), nullable=True),
