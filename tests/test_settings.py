@@ -103,3 +103,10 @@ def test_durations(text, seconds):
     assert parse_duration(text) == timedelta(seconds=seconds)
     with pytest.raises(ValueError):
         parse_duration("soon")
+
+
+def test_the_shipped_example_config_is_valid(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("KAPTURE_PASSWORD", "from-the-environment")
+    example = Path(__file__).resolve().parents[1] / "config" / "kapture-sync.example.toml"
+    s = load_settings(config=example)
+    assert (s.cm_id, s.base_url, s.username) == (1000298, "https://acme.kapturecrm.com", "api-user")

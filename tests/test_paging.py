@@ -1,0 +1,93 @@
+"""Paging against servers that misbehave in ways the emulator is not built to: real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sync.errors import PagingError
+from sync.paging import PageFetched, PagingRules, WindowScanned, scan_window
+from sync.schedule import Task
+from sync.windows import Window
+from tests.conftest import settings_for
+
+Answer = Callable[[dict], list[dict]]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Answer], str]]:
+    """A minimal Pull Order server whose pages come from a function of the request body."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(answer: Answer) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                payload = json.dumps({"success": "true", "order_details": answer(body)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+RULES = PagingRules(ZoneInfo("Asia/Kolkata"), "date", True, page_size=10, split_offset=10_000,
+                    min_slice=timedelta(minutes=1))
+WINDOW = Window(datetime(2026, 11, 1, 18, 30, tzinfo=UTC), datetime(2026, 11, 2, 18, 30, tzinfo=UTC))
+TASK = Task(WINDOW, WINDOW.end, None, "backfill")
+
+
+def orders(ids: range) -> list[dict]:
+    return [{"id": i, "createDate": 1_793_000_000_000, "lastModificationTime": 1_793_000_000_000} for i in ids]
+
+
+def test_a_server_that_ignores_offset_stops_the_run_instead_of_looping(serve, connect):
+    url = serve(lambda body: orders(range(10)))
+    events = scan_window(connect(settings_for(url)), TASK, RULES)
+    with pytest.raises(PagingError, match="ignoring offset"):
+        list(events)
+
+
+def test_a_capped_server_is_paged_to_the_empty_page(serve, connect):
+    everything = orders(range(23))
+    url = serve(lambda body: everything[int(body["offset"]):][:4])  # asks for 10, silently gets 4
+    events = list(scan_window(connect(settings_for(url)), TASK, RULES))
+    pages = [e for e in events if isinstance(e, PageFetched)]
+    assert [r["id"] for p in pages for r in p.records] == list(range(23))
+    assert [p.next_offset for p in pages] == [4, 8, 12, 16, 20, 23]
+    assert isinstance(events[-1], WindowScanned)
+
+
+def test_rows_pushed_back_by_arrivals_are_not_doubled_and_the_tail_ends_the_window(serve, connect):
+    served = {"count": 0}
+    base = orders(range(100, 125))
+
+    def newest_first_with_arrivals(body: dict) -> list[dict]:
+        served["count"] += 1
+        arrived = orders(range(1000, 1000 + 2 * served["count"]))[::-1]  # two new orders per request
+        return (arrived + base)[int(body["offset"]):][:10]
+
+    url = serve(newest_first_with_arrivals)
+    events = list(scan_window(connect(settings_for(url)), TASK, RULES))
+    ids = [r["id"] for e in events if isinstance(e, PageFetched) for r in e.records]
+    assert len(ids) == len(set(ids)), "a row was emitted twice"
+    assert set(range(100, 125)) <= set(ids), "an order that existed before the scan was missed"
+    assert isinstance(events[-1], WindowScanned)
