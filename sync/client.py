@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import structlog
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
 
 from sync.errors import CredentialsRejected, KaptureRejected, KaptureUnavailable, TransientError
@@ -72,7 +72,7 @@ class KaptureClient:
         """One page, retried on transient faults within the policy's attempts and time."""
         content = orjson.dumps(self.body(filters, offset, limit))
         retrying = Retrying(
-            stop=stop_after_attempt(self.retry.max_attempts) | stop_after_delay(self.retry.max_seconds),
+            stop=stop_after_attempt(self.retry.max_attempts) | stop_before_delay(self.retry.max_seconds),
             wait=self._wait,
             retry=retry_if_exception_type(TransientError),
             sleep=self.sleep,
@@ -96,6 +96,8 @@ class KaptureClient:
             raise TransientError(f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise TransientError(f"connection failed ({type(exc).__name__}: {exc})") from None
+        except httpx.DecodingError as exc:  # a corrupt compressed body: as good as a truncated one
+            raise TransientError(f"undecodable body ({exc})") from None
         return judge(response.status_code, response.headers, response.content)
 
     def _wait(self, state: RetryCallState) -> float:

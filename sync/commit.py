@@ -28,6 +28,11 @@ def age_bucket(days: int) -> str:
     return next((label for limit, label in AGE_BUCKETS if days <= limit), "over 365 days")
 
 
+def _no_later_than(watermark: datetime | None, now: datetime) -> datetime | None:
+    """A watermark stamped in the future (a fast clock at Kapture) must not become a floor."""
+    return None if watermark is None else min(watermark, now)
+
+
 @dataclass
 class RunTotals:
     """What a run did, as the user and `sync_runs` see it."""
@@ -68,7 +73,8 @@ class PageCommitter:
     def _progress(self, task: Task, now: datetime) -> Progress:
         if task.nominal.start not in self._open:
             self._open[task.nominal.start] = task.resume or Progress(
-                started_at=now, end=task.end, floor=task.floor, watermark=self.start_watermark, slice=task.window,
+                started_at=now, end=task.end, floor=task.floor, watermark=_no_later_than(self.start_watermark, now),
+                slice=task.window,
                 offset=0, seen=0, changes=0, max_lmt=None,
             )
         return self._open[task.nominal.start]
@@ -119,6 +125,7 @@ class PageCommitter:
         with writer(self.engine).begin() as conn:
             finish_window(conn, self.account, event.task.nominal, progress, now)
             add_to_run(conn, self.run_id, {"windows": 1, "requests": requests})
+            renew_lease(conn, self.account, self.lease_owner, now + self.lease_ttl)
         self._requests_reported += requests
         self.totals.windows += 1
         self.totals.requests += requests

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from sync.errors import DatabaseUnavailable, SettingsError
@@ -52,7 +52,13 @@ def make_engine(raw_url: str) -> Engine:
     url = normalize_url(raw_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SettingsError(
+                    f"bad setting: KAPTURE_SYNC_DATABASE_URL: cannot create folder {folder}: {exc.strerror}"
+                ) from None
         engine = create_engine(url, json_serializer=_json, connect_args={"timeout": 30})
         _sqlite_transactions(engine)
     else:
@@ -117,6 +123,9 @@ def ensure_schema(engine: Engine) -> None:
 
 
 def database_problem(engine: Engine, exc: BaseException) -> str:
+    """One line naming the database and what went wrong: unreachable, or a statement it refused."""
     original = getattr(exc, "orig", None) or exc
     first_line = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
-    return f"database unreachable at {redact(engine.url)}: {first_line}"
+    if isinstance(exc, OperationalError | InterfaceError):
+        return f"database unreachable at {redact(engine.url)}: {first_line}"
+    return f"database error at {redact(engine.url)}: {type(original).__name__}: {first_line}"

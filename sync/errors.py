@@ -39,8 +39,10 @@ class KaptureUnavailable(SyncError):
 
 
 class DatabaseUnavailable(SyncError):
+    """The database could not be reached, or refused a statement; the message says which."""
+
     exit_code = 6
-    cause = "database unreachable"
+    cause = "database failed"
 
 
 class PagingError(SyncError):

@@ -21,9 +21,11 @@ from functools import cache
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import Insert, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from sync.models import ORDER_COLUMNS, Order, RejectedRecord
 from sync.transform import Rejection
@@ -127,6 +129,8 @@ def _upsert_returning(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple
         cursor.execute(_upsert_from_stage())
         written = cursor.fetchall()
         cursor.execute(f"TRUNCATE {_STAGE}")
+    except psycopg.Error as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
+        raise DBAPIError.instance(_COPY_STAGE, None, exc, psycopg.Error, dialect=conn.dialect) from exc
     finally:
         cursor.close()
     inserted = sum(1 for _, is_new in written if is_new)
@@ -149,6 +153,17 @@ def _rejection_upsert(dialect: str) -> Insert:
     )
 
 
+def _storable(raw: Any) -> Any:
+    """The payload with NUL characters spelt out as `\\u0000`, the one thing JSONB refuses."""
+    if isinstance(raw, str):
+        return raw.replace("\x00", "\\u0000")
+    if isinstance(raw, list):
+        return [_storable(v) for v in raw]
+    if isinstance(raw, dict):
+        return {_storable(k): _storable(v) for k, v in raw.items()}
+    return raw
+
+
 def record_rejections(
     conn: Connection,
     cm_id: int,
@@ -165,7 +180,7 @@ def record_rejections(
             "stream": stream,
             "order_id": r.order_id,
             "reason": r.reason,
-            "raw": r.raw,
+            "raw": _storable(r.raw),
             "fingerprint": r.fingerprint,
             "window_start": window.start,
             "window_end": window.end,

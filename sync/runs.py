@@ -72,7 +72,7 @@ def schedule_of(settings: Settings) -> Schedule:
         overlap_windows=settings.overlap_windows,
         rescan_factor=settings.rescan_factor,
         horizon=timedelta(days=settings.rescan_horizon_days),
-        clock_skew=settings.clock_skew,
+        floor_margin=settings.floor_margin,
     )
 
 

@@ -40,13 +40,13 @@ class Schedule:
     overlap_windows: int
     rescan_factor: float
     horizon: timedelta
-    clock_skew: timedelta = timedelta(minutes=5)  # allowance for Kapture's servers stamping times unevenly
+    floor_margin: timedelta = timedelta(hours=1)  # allowance for uneven clocks and indexing delays at Kapture
 
     def floor(self, entry: LedgerEntry | None) -> datetime | None:
         """Below this, rows were stored by the window's last full scan and need no comparison."""
         if entry is None or entry.scan_floor is None:
             return None
-        return entry.scan_floor - self.clock_skew
+        return entry.scan_floor - self.floor_margin
 
 
 def _task(nominal: Window, now: datetime, reason: str, entry: LedgerEntry | None, floor: datetime | None) -> Task:
@@ -58,6 +58,12 @@ def _task(nominal: Window, now: datetime, reason: str, entry: LedgerEntry | None
 
 def _nominal(clamped: Window, schedule: Schedule) -> Window:
     return window_starting(clamped.start, schedule.size, schedule.zone)
+
+
+def _entry(entries: Mapping[datetime, LedgerEntry], nominal: Window) -> LedgerEntry | None:
+    """The ledger row of exactly this window; one of another width (the size setting changed) does not count."""
+    entry = entries.get(nominal.start)
+    return entry if entry is not None and entry.window.end == nominal.end else None
 
 
 def plan_backfill(
@@ -73,7 +79,7 @@ def plan_backfill(
     tasks = []
     for clamped in windows_between(first_day, until, schedule.size, schedule.zone):
         nominal = _nominal(clamped, schedule)
-        entry = entries.get(nominal.start)
+        entry = _entry(entries, nominal)
         if entry is not None and entry.finished and not refetch and entry.progress is None:
             continue
         tasks.append(_task(nominal, now, "backfill", entry, None))
@@ -93,12 +99,17 @@ def plan_sync(
     beyond the horizon only `reconcile` reads it again.
     """
     earliest = min([start_day, *(e.window.start.astimezone(schedule.zone).date() for e in entries.values())])
+    # Windows are kept complete from the start date, or from the newest window already in the ledger
+    # if that is older: a pause longer than the start-date offset must not leave a gap.
+    newest = max((e.window.start for e in entries.values()), default=None)
     first_scanned_from = local_midnight(start_day, schedule.zone)
+    if newest is not None:
+        first_scanned_from = min(first_scanned_from, newest)
     chosen: dict[datetime, Task] = {}
     finished_before_new: list[Window] = []
     for clamped in windows_between(earliest, now, schedule.size, schedule.zone):
         nominal = _nominal(clamped, schedule)
-        entry = entries.get(nominal.start)
+        entry = _entry(entries, nominal)
         age = now - nominal.end
         if entry is not None and entry.progress is not None:
             chosen[nominal.start] = _task(nominal, now, "resume", entry, None)
@@ -114,7 +125,7 @@ def plan_sync(
             finished_before_new.append(nominal)
     for nominal in finished_before_new[-schedule.overlap_windows :] if schedule.overlap_windows else []:
         if nominal.start not in chosen:
-            entry = entries[nominal.start]
+            entry = _entry(entries, nominal)
             chosen[nominal.start] = _task(nominal, now, "overlap", entry, schedule.floor(entry))
     return [chosen[k] for k in sorted(chosen)]
 

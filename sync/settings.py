@@ -128,8 +128,8 @@ class Settings(DatabaseSettings):
     min_slice: timedelta = Field(
         timedelta(minutes=1), validation_alias=_env("KAPTURE_SYNC_MIN_SLICE", "min_slice")
     )
-    clock_skew: timedelta = Field(
-        timedelta(minutes=5), validation_alias=_env("KAPTURE_SYNC_CLOCK_SKEW", "clock_skew")
+    floor_margin: timedelta = Field(
+        timedelta(hours=1), validation_alias=_env("KAPTURE_SYNC_FLOOR_MARGIN", "floor_margin")
     )
     lease_seconds: float = Field(600.0, gt=0, validation_alias=_env("KAPTURE_SYNC_LEASE_SECONDS", "lease_seconds"))
 
@@ -139,9 +139,11 @@ class Settings(DatabaseSettings):
         value = value.strip().rstrip("/")
         if not re.match(r"^https?://[^/\s]+$", value):
             raise ValueError("must be scheme, host and optional port, e.g. https://acme.kapturecrm.com")
+        if "@" in value:
+            raise ValueError("must not contain credentials: use KAPTURE_USERNAME/KAPTURE_PASSWORD")
         return value
 
-    @field_validator("window", "min_slice", "clock_skew", mode="before")
+    @field_validator("window", "min_slice", "floor_margin", mode="before")
     @classmethod
     def _read_duration(cls, value: object) -> timedelta:
         return parse_duration(value)
@@ -246,6 +248,13 @@ def _setting_name(field: str) -> str:
     return field
 
 
+def _echoable(field: str, value: object) -> bool:
+    """Show a bad value only for a known, non-secret setting, and never a URL carrying credentials."""
+    if field not in Settings.model_fields or field in _SECRET_FIELDS or value is None:
+        return False
+    return not (isinstance(value, str) and "@" in value)
+
+
 def describe_errors(exc: ValidationError) -> str:
     """One line naming every bad value, without ever echoing a secret."""
     parts = []
@@ -255,7 +264,9 @@ def describe_errors(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "is required"
-        elif field not in _SECRET_FIELDS and "input" in error and field:
+        elif error["type"] == "extra_forbidden":
+            message = "is not a setting"
+        elif _echoable(field, error.get("input")):
             message = f"{message} (got {error['input']!r})"
         parts.append(f"{name} {message}" if field else message)
     return "bad setting: " + "; ".join(parts)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from sync.db import writer
@@ -89,34 +90,56 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
+def _key(account: Account) -> Any:
+    return (state_t.c.cm_id == account.cm_id) & (state_t.c.stream == account.stream)
+
+
+def _ensure_state_row(conn: Connection, account: Account, now: datetime) -> None:
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        dialect_insert(state_t)
+        .values(cm_id=account.cm_id, stream=account.stream, updated_at=now)
+        .on_conflict_do_nothing(index_elements=[state_t.c.cm_id, state_t.c.stream])
+    )
+
+
 def acquire_lease(engine: Engine, account: Account, owner: str, ttl: timedelta, now: datetime) -> None:
-    """Take the account's lease, or raise `LeaseHeld` naming who has it."""
-    key = (state_t.c.cm_id == account.cm_id) & (state_t.c.stream == account.stream)
+    """Take the account's lease, or raise `LeaseHeld` naming who has it.
+
+    The take-over is a compare-and-swap on the holder that was judged gone, so of two processes
+    racing for a free lease exactly one wins, on either database.
+    """
     with writer(engine).begin() as conn:
-        row = conn.execute(select(state_t.c.lease_owner, state_t.c.lease_expires_at).where(key)).first()
-        if row is None:
-            conn.execute(
-                insert(state_t).values(
-                    cm_id=account.cm_id, stream=account.stream, lease_owner=owner,
-                    lease_expires_at=now + ttl, updated_at=now,
-                )
-            )
-            return
-        holder, expires = row
+        _ensure_state_row(conn, account, now)
+        holder, expires = conn.execute(
+            select(state_t.c.lease_owner, state_t.c.lease_expires_at).where(_key(account))
+        ).one()
         if holder and holder != owner and expires and expires > now and not _owner_is_dead(holder):
-            raise LeaseHeld(
-                f"account {account.cm_id} is being synced by another process ({holder.rsplit(':', 1)[0]}) "
-                f"until {expires:%Y-%m-%d %H:%M:%S} UTC"
-            )
-        conn.execute(update(state_t).where(key).values(lease_owner=owner, lease_expires_at=now + ttl, updated_at=now))
+            raise LeaseHeld(_held_message(account, holder, expires))
+        same_holder = state_t.c.lease_owner.is_(None) if holder is None else state_t.c.lease_owner == holder
+        taken = conn.execute(
+            update(state_t)
+            .where(_key(account), same_holder)
+            .values(lease_owner=owner, lease_expires_at=now + ttl, updated_at=now)
+        )
+        if taken.rowcount != 1:
+            raise LeaseHeld(f"account {account.cm_id} was claimed by another process at the same moment")
+
+
+def _held_message(account: Account, holder: str, expires: datetime) -> str:
+    return (
+        f"account {account.cm_id} is being synced by another process ({holder.rsplit(':', 1)[0]}) "
+        f"until {expires:%Y-%m-%d %H:%M:%S} UTC"
+    )
 
 
 def renew_lease(conn: Connection, account: Account, owner: str, expires: datetime) -> None:
-    conn.execute(
-        update(state_t)
-        .where(state_t.c.cm_id == account.cm_id, state_t.c.stream == account.stream, state_t.c.lease_owner == owner)
-        .values(lease_expires_at=expires)
+    """Extend our lease; if it is no longer ours, stop before this transaction commits anything."""
+    renewed = conn.execute(
+        update(state_t).where(_key(account), state_t.c.lease_owner == owner).values(lease_expires_at=expires)
     )
+    if renewed.rowcount != 1:
+        raise LeaseHeld(f"account {account.cm_id}: this run's lease expired and was taken over; stopping")
 
 
 def release_lease(engine: Engine, account: Account, owner: str, now: datetime) -> None:
@@ -193,6 +216,7 @@ def _window_key(account: Account, start: datetime) -> Any:
 def save_progress(conn: Connection, account: Account, nominal: Window, progress: Progress) -> None:
     """Record how far a window's scan got, in the same transaction as the page it describes."""
     values = {
+        "window_end": nominal.end,
         "progress_started_at": progress.started_at,
         "progress_end": progress.end,
         "progress_floor": progress.floor,
@@ -208,8 +232,7 @@ def save_progress(conn: Connection, account: Account, nominal: Window, progress:
     if done.rowcount == 0:
         conn.execute(
             insert(windows_t).values(
-                cm_id=account.cm_id, stream=account.stream, window_start=nominal.start,
-                window_end=nominal.end, scans=0, **values,
+                cm_id=account.cm_id, stream=account.stream, window_start=nominal.start, scans=0, **values,
             )
         )
 
@@ -219,6 +242,7 @@ def finish_window(
 ) -> None:
     """Mark a complete scan: the ledger now vouches for this window up to `progress.end`."""
     values = {
+        "window_end": nominal.end,
         "last_scanned_at": now,
         "scanned_end": progress.end,
         "scan_floor": progress.watermark,
@@ -236,8 +260,7 @@ def finish_window(
         values["scans"] = 1
         conn.execute(
             insert(windows_t).values(
-                cm_id=account.cm_id, stream=account.stream, window_start=nominal.start,
-                window_end=nominal.end, **values,
+                cm_id=account.cm_id, stream=account.stream, window_start=nominal.start, **values,
             )
         )
 

@@ -21,6 +21,8 @@ from sync.windows import from_ms
 
 # Epoch-ms outside 1990..2200 is not a Kapture timestamp; storing it would only mislead.
 _MIN_MS, _MAX_MS = 631_152_000_000, 7_258_118_400_000
+_INT32 = 2**31
+_INT64 = 2**63
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n"}
 
@@ -110,6 +112,17 @@ def _flag(value: Any) -> bool | None:
     raise BadValue(f"expected true or false, got {value!r}")
 
 
+def _nul_field(record: dict[str, Any]) -> str | None:
+    """The first field holding a NUL character: PostgreSQL can store it in neither text nor JSONB."""
+    for key, value in record.items():
+        if type(value) is str:
+            if "\x00" in value:
+                return str(key)
+        elif isinstance(value, dict | list) and b"\\u0000" in orjson.dumps(value):
+            return str(key)
+    return None
+
+
 _CONVERT: dict[str, Callable[[Any], Any]] = {
     "id": _integer,
     "int": _integer,
@@ -124,6 +137,10 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
 _AS_IS: dict[str, tuple[type, ...]] = {
     "id": (int,), "int": (int,), "timestamp": (), "amount": (int, float), "text": (str,), "flag": (bool,)
 }
+# Integer columns and the range their SQL type holds (BIGINT, INTEGER).
+_RANGES: tuple[tuple[str, str, int], ...] = tuple(
+    (f.api, f.column, _INT64 if f.kind == "id" else _INT32) for f in ORDER_FIELDS if f.kind in ("id", "int")
+)
 _PLAN: tuple[tuple[str, str, tuple[type, ...], Callable[[Any], Any]], ...] = tuple(
     (f.api, f.column, _AS_IS[f.kind], _CONVERT[f.kind]) for f in ORDER_FIELDS
 )
@@ -151,9 +168,16 @@ def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rej
     for api, column in _REQUIRED:
         if row.get(column) is None and not any(p.startswith(f"{api}:") for p in problems):
             problems.append(f"{api}: missing" if api not in record else f"{api}: null")
-    order_id = row.get("id") if type(row.get("id")) is int else None
+    order_id = row.get("id") if type(row.get("id")) is int and -_INT64 <= row["id"] < _INT64 else None
     if row.get("cm_id") is not None and row["cm_id"] != cm_id:
         problems.append(f"cmId: {row['cm_id']} is not this account ({cm_id})")
+    for api, column, bound in _RANGES:
+        value = row.get(column)
+        if value is not None and not -bound <= value < bound:
+            problems.append(f"{api}: {value} is out of range for its column")
+    nul = _nul_field(record)
+    if nul is not None:
+        problems.append(f"{nul}: contains a NUL character, which the database cannot store")
     if problems:
         return Rejection("; ".join(problems), record, order_id, fingerprint(record))
     row["cm_id"] = cm_id

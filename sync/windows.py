@@ -61,13 +61,15 @@ def local_midnight(day: date, zone: ZoneInfo) -> datetime:
 
 
 def window_starting(start: datetime, size: timedelta, zone: ZoneInfo) -> Window:
-    """The window of `size` that begins at `start`; whole-day sizes follow the local calendar."""
+    """The window of `size` that begins at `start`; whole-day sizes follow the local calendar.
+
+    Sub-day windows restart at every local midnight, so a daylight-saving change shortens or
+    lengthens the day's last window instead of shifting every later window off the grid.
+    """
+    local = start.astimezone(zone)
     if size % DAY == timedelta(0):
-        local = start.astimezone(zone)
-        end = local_midnight(local.date() + size, zone)
-    else:
-        end = start + size
-    return Window(start, end)
+        return Window(start, local_midnight(local.date() + size, zone))
+    return Window(start, min(start + size, local_midnight(local.date() + DAY, zone)))
 
 
 def windows_between(first_day: date, until: datetime, size: timedelta, zone: ZoneInfo) -> Iterator[Window]:

@@ -7,10 +7,13 @@ PostgreSQL is part of the suite, not optional: when the server is down it is sta
 from __future__ import annotations
 
 import glob
+import json
 import os
+import threading
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,9 @@ from sync.emulator import Emulator, EmulatorConfig, RunningEmulator
 from sync.settings import Settings
 
 PG_ADMIN_DSN = os.environ.get("KAPTURE_TEST_PG_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-PG_TEST_DB = os.environ.get("KAPTURE_TEST_PG_DB", "kapture_sync_test")
+# One database per test session, so two suites running at once (two checkouts, CI beside a
+# developer) never share rows or leases.
+PG_TEST_DB = os.environ.get("KAPTURE_TEST_PG_DB", f"kapture_sync_test_{os.getpid()}")
 PG_HOST_PORT_USER = "postgres@127.0.0.1:5432"
 
 
@@ -42,8 +47,8 @@ def _start_postgres() -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A PostgreSQL database for the suite, started and created if need be."""
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database for the suite, started and created if need be, dropped at the end."""
     deadline = time.monotonic() + 30
     started = False
     while True:
@@ -61,7 +66,9 @@ def postgres_url() -> str:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_TEST_DB,)).fetchone()
         if not exists:
             admin.execute(f'CREATE DATABASE "{PG_TEST_DB}"')
-    return f"postgresql://{PG_HOST_PORT_USER}/{PG_TEST_DB}"
+    yield f"postgresql://{PG_HOST_PORT_USER}/{PG_TEST_DB}"
+    with _pg_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{PG_TEST_DB}" WITH (FORCE)')
 
 
 def reset_postgres(url: str) -> None:
@@ -154,3 +161,44 @@ def _quiet_logs() -> None:
     from sync.logs import configure_logging
 
     configure_logging(debug=False)
+
+
+Answer = Callable[[dict], list[dict]]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., str]]:
+    """A minimal Pull Order server for misbehaviour the emulator is not built for.
+
+    `answer(body)` gives a page's records; `raw()`, when given, gives the response bytes and
+    extra headers instead, for broken bodies.
+    """
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(answer: Answer, raw: Callable[[], tuple[bytes, dict[str, str]]] | None = None) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                headers: dict[str, str] = {}
+                if raw is not None:
+                    payload, headers = raw()
+                else:
+                    payload = json.dumps({"success": "true", "order_details": answer(body)}).encode()
+                self.send_response(200)
+                for name, value in {**headers, "Content-Length": str(len(payload))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

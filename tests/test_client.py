@@ -69,8 +69,8 @@ def test_retries_stop_at_the_time_budget(emulator, connect):
     started = time.monotonic()
     with pytest.raises(KaptureUnavailable):
         client.pull(TODAY_WIDE, 0, 5)
-    assert time.monotonic() - started < 4
-    assert client.stats.requests <= 3
+    assert time.monotonic() - started < 1.6, "the time budget includes the waits"
+    assert client.stats.requests == 2
 
 
 @pytest.mark.parametrize("status", [200, 401])
@@ -136,3 +136,13 @@ def test_judge_marks_server_errors_and_garbage_as_transient():
         judge(200, httpx.Headers(), b'{"success": "true", "order_det')
     with pytest.raises(TransientError):
         _judge({"message": "oops"}, status=503)
+
+
+def test_a_corrupt_compressed_body_is_retried(serve, connect):
+    import gzip
+
+    pages = iter([b"definitely not gzip", gzip.compress(orjson.dumps({"success": "true", "order_details": []}))])
+    url = serve(lambda body: [], raw=lambda: (next(pages), {"Content-Encoding": "gzip"}))
+    client = connect(settings_for(url))
+    assert client.pull(TODAY_WIDE, 0, 5).records == []
+    assert client.stats.requests == 2

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, select
@@ -12,7 +13,7 @@ from sync.errors import KaptureRejected, LeaseHeld
 from sync.models import Order, SyncState, SyncWindow
 from sync.runs import backfill, reconcile, sync
 from sync.state import Account, acquire_lease
-from sync.windows import from_ms
+from sync.windows import from_ms, to_ms
 from tests.conftest import settings_for
 from tests.helpers import assert_equals_truth, rejected, runs, storable, stored
 
@@ -162,8 +163,6 @@ def test_a_failed_body_with_http_200_stops_the_run_and_writes_nothing(emulator, 
 def test_a_second_process_cannot_sync_the_same_account_at_once(emulator, engine: Engine, database_url, connect):
     emu, serving = emulator
     settings = settings_for(serving.url, database_url)
-    from datetime import UTC, datetime
-
     acquire_lease(engine, Account(settings.cm_id), "otherhost:1:abc", timedelta(minutes=5), datetime.now(UTC))
     with pytest.raises(LeaseHeld, match="otherhost"):
         sync(engine, connect(settings), settings)
@@ -194,3 +193,56 @@ def test_get_with_body_and_exclusive_end_dates_work(start_emulator, engine: Engi
     assert_equals_truth(engine, emu.store.truth())
     with engine.connect() as conn:
         assert conn.execute(select(Order.cm_id).distinct()).scalars().all() == [1000298]
+
+
+def test_an_order_stamped_in_the_future_does_not_hide_later_changes(serve, engine: Engine, database_url, connect):
+    """A fast clock at Kapture raises the watermark past now; windows must not be floored at it."""
+    zone = ZoneInfo("Asia/Kolkata")
+    served: dict[int, dict] = {}
+
+    def answer(body: dict) -> list[dict]:
+        low = datetime.combine(date.fromisoformat(body["createStartDate"]), datetime.min.time(), zone)
+        high = datetime.combine(date.fromisoformat(body["createEndDate"]) + timedelta(days=1), datetime.min.time(), zone)
+        rows = sorted((r for r in served.values() if to_ms(low) <= r["createDate"] < to_ms(high)), key=lambda r: r["id"])
+        return rows[int(body["offset"]):][: int(body["limit"])]
+
+    t0 = datetime(2024, 5, 3, 6, 0, tzinfo=UTC)
+
+    def order(order_id: int, created: datetime, modified: datetime, remarks: str = "") -> None:
+        served[order_id] = {"id": order_id, "cmId": 1000298, "createDate": to_ms(created),
+                            "lastModificationTime": to_ms(modified), "remarks": remarks}
+
+    order(1, t0 - timedelta(days=1), t0 - timedelta(days=1), "v1")
+    order(2, t0 - timedelta(days=2), t0 + timedelta(hours=5, minutes=30), "stamped as if IST were UTC")
+    settings = settings_for(serve(answer), database_url, start_date=date(2024, 5, 1))
+    client = connect(settings)
+    for minutes in (0, 15):
+        sync(engine, client, settings, clock=lambda m=minutes: t0 + timedelta(minutes=m))
+    order(3, t0 + timedelta(minutes=20), t0 + timedelta(minutes=20))
+    order(1, t0 - timedelta(days=1), t0 + timedelta(minutes=21), "v2")
+    result = sync(engine, client, settings, clock=lambda: t0 + timedelta(minutes=30))
+    assert (result.totals.load.inserted, result.totals.load.updated) == (1, 1)
+    assert stored(engine)[1].remarks == "v2" and 3 in stored(engine)
+
+
+def test_records_no_column_can_hold_are_rejected_and_the_good_ones_beside_them_stored(
+    serve, engine: Engine, database_url, connect
+):
+    now = datetime.now(UTC)
+    base = {"cmId": 1000298, "createDate": to_ms(now - timedelta(days=1)), "lastModificationTime": to_ms(now - timedelta(days=1))}
+    page = [
+        {**base, "id": 1, "remarks": "good"},
+        {**base, "id": 2, "productQuantity": 3_000_000_000},
+        {**base, "id": 3, "remarks": "nul \x00 inside"},
+        {**base, "id": 2**63},
+        {**base, "id": 5, "extra": {"deep": "\x00"}},
+        {**base, "id": 6, "remarks": "also good"},
+    ]
+    url = serve(lambda body: page[int(body["offset"]):][: int(body["limit"])])
+    settings = settings_for(url, database_url)
+    result = backfill(engine, connect(settings), settings, date.today() - timedelta(days=3))
+    assert result.outcome == "success"
+    assert sorted(stored(engine)) == [1, 6]
+    reasons = sorted(r.reason for r in rejected(engine))
+    assert len(reasons) == 4 and any("NUL" in r for r in reasons) and any("out of range" in r for r in reasons)
+    assert any(r.raw.get("remarks") == "nul \\u0000 inside" for r in rejected(engine))

@@ -84,3 +84,20 @@ def test_backfill_skips_finished_windows_unless_asked_to_refetch():
     assert [t.nominal.label(IST) for t in tasks] == [(TODAY - timedelta(days=d)).isoformat() for d in range(4, 0, -1)]
     assert len(plan_backfill(TODAY - timedelta(days=10), TODAY - timedelta(days=1), entries, SCHEDULE, NOW,
                              refetch=True)) == 10
+
+
+def test_a_pause_longer_than_the_start_offset_leaves_no_gap():
+    """Ledger up to 60 days ago, start date 30 days ago: the 30 days between are still read."""
+    entries = ledger(TODAY - timedelta(days=90), TODAY - timedelta(days=60), NOW - timedelta(days=60), open_last=False)
+    plan = reasons(plan_sync(TODAY - timedelta(days=30), entries, SCHEDULE, NOW))
+    assert all(plan.get((TODAY - timedelta(days=d)).isoformat()) == "new" for d in range(0, 60))
+
+
+def test_ledger_rows_of_another_width_do_not_count_as_read():
+    """After KAPTURE_SYNC_WINDOW changes from 1d to 2d, a one-day row does not vouch for two days."""
+    two_days = Schedule(2 * DAY, IST, timedelta(days=7), 1, 0.25, timedelta(days=90))
+    first = TODAY - timedelta(days=10)
+    entries = ledger(first, first, NOW, open_last=False)
+    tasks = plan_backfill(first, first + timedelta(days=1), entries, two_days, NOW)
+    assert [(t.nominal.start, t.nominal.end) for t in tasks] == [(windows_end(first - timedelta(days=1)),
+                                                                 windows_end(first + timedelta(days=1)))]

@@ -110,3 +110,13 @@ def test_the_shipped_example_config_is_valid(monkeypatch: pytest.MonkeyPatch):
     example = Path(__file__).resolve().parents[1] / "config" / "kapture-sync.example.toml"
     s = load_settings(config=example)
     assert (s.cm_id, s.base_url, s.username) == (1000298, "https://acme.kapturecrm.com", "api-user")
+
+
+def test_values_of_unknown_keys_and_urls_with_credentials_are_never_echoed(account_env, tmp_path: Path):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"pasword": "hunter2"})
+    assert "pasword is not a setting" in str(caught.value) and "hunter2" not in str(caught.value)
+    account_env.setenv("KAPTURE_BASE_URL", "https://user:hunter2@acme.kapturecrm.com")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "must not contain credentials" in str(caught.value) and "hunter2" not in str(caught.value)

@@ -44,3 +44,25 @@ def test_the_watermark_only_moves_forward(engine: Engine):
         advance_watermark(conn, ACCOUNT, None, run_id, NOW, NOW)
     with engine.connect() as conn:
         assert watermark(conn, ACCOUNT) == NOW
+
+
+def test_of_two_processes_racing_for_a_free_lease_exactly_one_wins(engine: Engine):
+    import threading
+
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def contend(name: str) -> None:
+        barrier.wait()
+        try:
+            acquire_lease(engine, ACCOUNT, f"host-{name}:1:x", timedelta(minutes=10), NOW)
+            outcomes.append("won")
+        except LeaseHeld:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=contend, args=(str(i),)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["lost", "lost", "lost", "won"]

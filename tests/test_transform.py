@@ -68,3 +68,17 @@ def test_a_missing_id_is_said_to_be_missing_and_the_payload_fingerprinted():
 def test_a_non_object_record_is_rejected():
     result = to_row(["not", "a", "record"], 1000298, NOW)
     assert isinstance(result, Rejection) and "not an object" in result.reason
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"productQuantity": 3_000_000_000}, "productQuantity: 3000000000 is out of range"),
+        ({"customerId": 2**63}, "customerId: 9223372036854775808 is out of range"),
+        ({"remarks": "a\x00b"}, "remarks: contains a NUL character"),
+        ({"loyalty": {"tier": "g\x00ld"}}, "loyalty: contains a NUL character"),
+    ],
+)
+def test_values_no_database_column_can_hold_are_rejected_before_the_database_sees_them(change, reason):
+    result = to_row({**GOOD, **change}, 1000298, NOW)
+    assert isinstance(result, Rejection) and reason in result.reason

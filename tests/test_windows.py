@@ -68,3 +68,14 @@ def test_windows_refuse_naive_or_empty_bounds():
         Window(datetime(2026, 1, 1), datetime(2026, 1, 2))
     with pytest.raises(ValueError):
         Window(NOW, NOW)
+
+
+def test_sub_day_windows_stay_on_the_local_grid_across_daylight_saving():
+    new_york = ZoneInfo("America/New_York")
+    until = datetime(2025, 3, 12, 12, tzinfo=UTC)
+    from_before = list(windows_between(date(2025, 3, 8), until, timedelta(hours=6), new_york))
+    from_after = list(windows_between(date(2025, 3, 11), until, timedelta(hours=6), new_york))
+    assert from_after == [w for w in from_before if w.start >= from_after[0].start]
+    after_change = [w for w in from_before if w.start.astimezone(new_york).date() > date(2025, 3, 9)]
+    assert {w.start.astimezone(new_york).hour for w in after_change} == {0, 6, 12, 18}
+    assert aligned_start(until, timedelta(hours=6), new_york) == from_before[-1].start
