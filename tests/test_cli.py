@@ -154,3 +154,44 @@ def test_flags_beat_environment_beat_config_file(emulator, tmp_path):
     assert "account 1000298" in done.stdout and "file.db" in done.stdout
     flagged = run_cli("check", "--cm-id", "5", env=env, cwd=tmp_path)
     assert flagged.returncode == 4 and "cmId 5" in flagged.stderr
+
+
+def test_logs_are_json_lines_when_stderr_is_not_a_terminal(emulator, tmp_path):
+    import json
+
+    _, serving = emulator
+    done = run_cli("sync", env=account_env(serving.url, f"sqlite:///{tmp_path / 'k.db'}"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert [e["event"] for e in events] == ["run.start", "run.finish"]
+    assert events[1]["outcome"] == "success" and "timestamp" in events[1] and events[1]["level"] == "info"
+
+
+def test_backfill_shows_a_progress_bar_with_rate_and_eta_in_a_terminal(emulator, tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    _, serving = emulator
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
+    env.update(account_env(serving.url, f"sqlite:///{tmp_path / 'k.db'}"))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    process = subprocess.Popen([sys.executable, "-m", "sync", "backfill", "--from", FIRST], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    process.wait(60)
+    os.close(leader)
+    text = screen.decode(errors="replace")
+    assert process.returncode == 0
+    assert "backfill: 100%" in text and "window/s" in text and "orders=" in text

@@ -79,3 +79,33 @@ def test_sigkilled_backfill_resumes_without_refetching_finished_windows(start_em
     refetched = emu.stats()["orders_served"] - served_before
     assert refetched <= len(emu.store.truth()) - orders_done + 40, "finished windows were fetched again"
     engine.dispose()
+
+
+def test_sigterm_stops_cleanly_records_the_run_as_interrupted_and_frees_the_account(start_emulator, tmp_path):
+    emu, serving = start_emulator(orders=1500, days=20, seed=6)
+    emu.faults.latency_ms = 20
+    database_url = f"sqlite:///{tmp_path / 'k.db'}"
+    engine = make_engine(database_url)
+    victim = _backfill(serving.url, database_url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with engine.connect() as conn:
+                if conn.execute(select(func.count()).where(SyncWindow.last_scanned_at.is_not(None))).scalar_one() >= 3:
+                    break
+        except Exception:  # the schema may not exist yet
+            pass
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGTERM)
+    _, err = victim.communicate(timeout=30)
+    assert victim.returncode == 130
+    assert err.strip().splitlines()[-1] == "kapture-sync: interrupted"
+    [run] = runs(engine)
+    assert run.outcome == "interrupted" and run.finished_at is not None and run.windows >= 3
+
+    emu.faults.latency_ms = 0
+    again = _backfill(serving.url, database_url)
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert_equals_truth(engine, emu.store.truth())
+    engine.dispose()
