@@ -9,14 +9,16 @@ also classed exactly as inserted, updated or unchanged:
   does not return were unchanged. COPY avoids a 47,000-placeholder statement per page, and the
   upsert needs no read whose plan depends on fresh statistics.
 - SQLite: one indexed read of the page's stored versions first (SQLite has no `xmax`), then only
-  the new and changed rows are sent.
+  the new and changed rows are sent, in one `executemany`.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -27,8 +29,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from sync.fields import ORDER_FIELDS
 from sync.models import ORDER_COLUMNS, Order, RejectedRecord
-from sync.transform import Rejection
+from sync.transform import RAW_JSON, Rejection
 from sync.windows import Window
 
 orders = Order.__table__
@@ -56,35 +59,27 @@ def _insert_for(dialect: str) -> Any:
     raise ValueError(f"unsupported database dialect {dialect!r}")
 
 
-@cache
-def _orders_upsert(dialect: str) -> Insert:
-    stmt = _insert_for(dialect)(orders)
-    return stmt.on_conflict_do_update(
-        index_elements=[orders.c.cm_id, orders.c.id],
-        set_={name: stmt.excluded[name] for name in _UPDATED_COLUMNS},
-        where=orders.c.last_modification_time < stmt.excluded.last_modification_time,
-    )
-
+# The upsert is written out once, as SQL, for both engines: a page is written through the driver's
+# bulk path (COPY, executemany), never through per-row SQLAlchemy parameter processing.
+_COLUMNS = (*ORDER_COLUMNS, "raw", "synced_at")
+_ON_CONFLICT = (
+    "ON CONFLICT (cm_id, id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED_COLUMNS)
+    + " WHERE orders.last_modification_time < excluded.last_modification_time"
+)
 
 _STAGE = "kapture_orders_stage"
-_COLUMNS = (*ORDER_COLUMNS, "raw", "synced_at")
 _CREATE_STAGE = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
 _COPY_STAGE = f"COPY {_STAGE} ({', '.join(_COLUMNS)}) FROM STDIN"
-
-
-@cache
-def _upsert_from_stage() -> str:
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED_COLUMNS)
-    columns = ", ".join(_COLUMNS)
-    return (
-        f"INSERT INTO orders ({columns}) SELECT {columns} FROM {_STAGE} "
-        f"ON CONFLICT (cm_id, id) DO UPDATE SET {updates} "
-        "WHERE orders.last_modification_time < EXCLUDED.last_modification_time "
-        "RETURNING orders.id, (xmax = 0) AS inserted"
-    )
-
+_MERGE_STAGE = (
+    f"INSERT INTO orders ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM {_STAGE} "
+    f"{_ON_CONFLICT} RETURNING orders.id, (xmax = 0) AS inserted"
+)
+_SQLITE_UPSERT = (
+    f"INSERT INTO orders ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) {_ON_CONFLICT}"
+)
 
 _STORED = (
     select(orders.c.id, orders.c.last_modification_time)
@@ -97,11 +92,39 @@ def upsert_orders(
     conn: Connection, cm_id: int, rows: Sequence[dict[str, Any]]
 ) -> tuple[LoadCounts, list[dict[str, Any]]]:
     """Write the new and changed rows of one page (unique by id); return the counts and those rows."""
-    counts = LoadCounts()
     if not rows:
-        return counts, []
+        return LoadCounts(), []
     if conn.dialect.name == "postgresql":
-        return _upsert_returning(conn, rows)
+        return _upsert_postgresql(conn, rows)
+    if conn.dialect.name == "sqlite":
+        return _upsert_sqlite(conn, cm_id, rows)
+    raise ValueError(f"unsupported database dialect {conn.dialect.name!r}")
+
+
+def _upsert_postgresql(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[LoadCounts, list[dict[str, Any]]]:
+    cursor = conn.connection.driver_connection.cursor()  # psycopg 3, inside the page's transaction
+    try:
+        cursor.execute(_CREATE_STAGE)
+        with cursor.copy(_COPY_STAGE) as copy:
+            for row in rows:
+                copy.write_row([*(row[c] for c in ORDER_COLUMNS), row[RAW_JSON].decode(), row["synced_at"]])
+        cursor.execute(_MERGE_STAGE)
+        written = cursor.fetchall()
+        cursor.execute(f"TRUNCATE {_STAGE}")
+    except psycopg.Error as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
+        raise DBAPIError.instance(_COPY_STAGE, None, exc, psycopg.Error, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
+    inserted = sum(1 for _, is_new in written if is_new)
+    counts = LoadCounts(inserted=inserted, updated=len(written) - inserted, unchanged=len(rows) - len(written))
+    by_id = {row["id"]: row for row in rows}
+    return counts, [by_id[order_id] for order_id, _ in written]
+
+
+def _upsert_sqlite(
+    conn: Connection, cm_id: int, rows: Sequence[dict[str, Any]]
+) -> tuple[LoadCounts, list[dict[str, Any]]]:
+    counts = LoadCounts()
     stored = dict(conn.execute(_STORED, {"cm_id": cm_id, "ids": [r["id"] for r in rows]}).all())
     changed = []
     for row in rows:
@@ -115,28 +138,35 @@ def upsert_orders(
             continue
         changed.append(row)
     if changed:
-        conn.execute(_orders_upsert(conn.dialect.name), changed)
+        cursor = conn.connection.driver_connection.cursor()  # sqlite3, inside the page's transaction
+        try:
+            cursor.executemany(_SQLITE_UPSERT, [_sqlite_values(row) for row in changed])
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(_SQLITE_UPSERT, None, exc, sqlite3.Error, dialect=conn.dialect) from exc
+        finally:
+            cursor.close()
     return counts, changed
 
 
-def _upsert_returning(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[LoadCounts, list[dict[str, Any]]]:
-    cursor = conn.connection.driver_connection.cursor()  # psycopg 3, inside the page's transaction
-    try:
-        cursor.execute(_CREATE_STAGE)
-        with cursor.copy(_COPY_STAGE) as copy:
-            for row in rows:
-                copy.write_row([*(row[c] for c in ORDER_COLUMNS), orjson.dumps(row["raw"]).decode(), row["synced_at"]])
-        cursor.execute(_upsert_from_stage())
-        written = cursor.fetchall()
-        cursor.execute(f"TRUNCATE {_STAGE}")
-    except psycopg.Error as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
-        raise DBAPIError.instance(_COPY_STAGE, None, exc, psycopg.Error, dialect=conn.dialect) from exc
-    finally:
-        cursor.close()
-    inserted = sum(1 for _, is_new in written if is_new)
-    counts = LoadCounts(inserted=inserted, updated=len(written) - inserted, unchanged=len(rows) - len(written))
-    by_id = {row["id"]: row for row in rows}
-    return counts, [by_id[order_id] for order_id, _ in written]
+_TIMES = tuple(i for i, f in enumerate(ORDER_FIELDS) if f.kind == "timestamp")
+_AMOUNTS = tuple(i for i, f in enumerate(ORDER_FIELDS) if f.kind == "amount")
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """The text SQLAlchemy's SQLite DATETIME stores (naive UTC, microseconds), so reads and compares agree."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_values(row: dict[str, Any]) -> list[Any]:
+    values = [row[c] for c in ORDER_COLUMNS]
+    for i in _TIMES:
+        values[i] = _sqlite_time(values[i])
+    for i in _AMOUNTS:
+        if type(values[i]) is Decimal:  # SQLite's NUMERIC keeps a double; see models.Amount
+            values[i] = float(values[i])
+    values.append(row[RAW_JSON].decode())
+    values.append(_sqlite_time(row["synced_at"]))
+    return values
 
 
 @cache

@@ -27,6 +27,10 @@ _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n"}
 
 
+# The row key holding `raw` already serialised (bytes), so the loader need not serialise it again.
+RAW_JSON = "raw_json"
+
+
 class BadValue(ValueError):
     pass
 
@@ -112,15 +116,19 @@ def _flag(value: Any) -> bool | None:
     raise BadValue(f"expected true or false, got {value!r}")
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _nul_field(record: dict[str, Any]) -> str | None:
     """The first field holding a NUL character: PostgreSQL can store it in neither text nor JSONB."""
-    for key, value in record.items():
-        if type(value) is str:
-            if "\x00" in value:
-                return str(key)
-        elif isinstance(value, dict | list) and b"\\u0000" in orjson.dumps(value):
-            return str(key)
-    return None
+    return next((str(key) for key, value in record.items() if _has_nul(key) or _has_nul(value)), None)
 
 
 _CONVERT: dict[str, Callable[[Any], Any]] = {
@@ -175,13 +183,15 @@ def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rej
         value = row.get(column)
         if value is not None and not -bound <= value < bound:
             problems.append(f"{api}: {value} is out of range for its column")
-    nul = _nul_field(record)
+    raw_json = orjson.dumps(record)
+    nul = _nul_field(record) if b"\\u0000" in raw_json else None  # the byte search is the cheap filter
     if nul is not None:
         problems.append(f"{nul}: contains a NUL character, which the database cannot store")
     if problems:
         return Rejection("; ".join(problems), record, order_id, fingerprint(record))
     row["cm_id"] = cm_id
     row["raw"] = record
+    row[RAW_JSON] = raw_json
     row["synced_at"] = synced_at
     return row
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from sync.fields import ORDER_FIELDS
-from sync.transform import Rejection, record_key, to_row
+from sync.transform import RAW_JSON, Rejection, record_key, to_row
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 GOOD = {
@@ -25,7 +26,8 @@ def test_a_documented_record_maps_to_typed_columns_and_keeps_its_raw_form():
     assert row["product_value"] == Decimal("1499.5") and row["discount"] == Decimal(0)
     assert (row["invoice_sent"], row["remarks"], row["customer_id"]) == (False, "café ✓", 191696570)
     assert row["raw"] is GOOD and row["synced_at"] == NOW
-    assert set(row) == {f.column for f in ORDER_FIELDS} | {"raw", "synced_at"}
+    assert set(row) == {f.column for f in ORDER_FIELDS} | {"raw", "synced_at", RAW_JSON}
+    assert orjson.loads(row[RAW_JSON]) == GOOD
 
 
 def test_numbers_sent_as_strings_are_read_and_unknown_fields_kept():
