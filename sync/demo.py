@@ -1,8 +1,9 @@
 """`kapture-sync demo`: the product in one command, against the emulator unless credentials are set.
 
-Without credentials it starts a local emulator, backfills its history into a fresh SQLite file,
-lets new orders arrive and old ones change, runs an incremental sync, and shows that the
-database equals what the API serves. With KAPTURE_BASE_URL set it runs a real `sync` instead.
+Without an account it starts a local emulator, backfills its history into a fresh SQLite file,
+lets new orders arrive and old ones change, runs an incremental sync and a reconcile, and shows
+what the database holds. With KAPTURE_BASE_URL (or a config file naming `base_url`) it runs a real
+`sync` instead.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from sync.client import make_client, make_http_client
 from sync.db import make_engine, redact
 from sync.models import Order, RejectedRecord
 from sync.runs import backfill, reconcile, sync
-from sync.settings import Settings, load_settings, today_in
+from sync.settings import Settings, config_path, load_settings, read_config_file, today_in
 
 DEMO_DB = Path("data/demo.db")
+OLD_EDIT_AGE_MS = 9 * 86_400_000
 EXAMPLE_QUERY = """\
 SELECT delivery_status, COUNT(*) AS orders, SUM(product_value) AS value
 FROM orders
@@ -36,10 +38,15 @@ def _show_query(engine: Engine, echo: Callable[[str], None]) -> None:
 
 
 def run_demo(orders: int, days: int, database_url: str | None, echo: Callable[[str], None]) -> None:
-    if os.environ.get("KAPTURE_BASE_URL"):
+    if _account_configured():
         _real(database_url, echo)
     else:
         _emulated(orders, days, database_url, echo)
+
+
+def _account_configured() -> bool:
+    """A Kapture account is set up when the environment or the config file names its URL."""
+    return bool(os.environ.get("KAPTURE_BASE_URL")) or "base_url" in read_config_file(config_path(None))
 
 
 def _real(database_url: str | None, echo: Callable[[str], None]) -> None:
@@ -72,9 +79,14 @@ def _emulated(orders: int, days: int, database_url: str | None, echo: Callable[[
             echo(backfill(engine, client, settings, first).summary())
 
             created = emulator.store.create(25)
-            edited = emulator.store.edit(n=40) + emulator.store.edit(n=3, old=True)
+            now_ms = emulator.store.now_ms()
+            old_ids = [
+                r["id"] for r in emulator.store.truth()
+                if isinstance(r.get("id"), int) and now_ms - r["createDate"] > OLD_EDIT_AGE_MS
+            ][:3]
+            edited = emulator.store.edit(n=40) + (emulator.store.edit(ids=old_ids) if old_ids else [])
             echo(f"\nmeanwhile in Kapture: {len(created)} new orders, {len(edited)} edited "
-                 "(3 of them older than the 7-day look-back)")
+                 f"({len(old_ids)} of them created over 9 days ago, outside the 7-day look-back)")
             echo("$ kapture-sync sync")
             echo(sync(engine, client, settings).summary())
             echo("\n$ kapture-sync reconcile   # a full re-scan: what did the incremental run not see?")
