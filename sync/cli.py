@@ -230,7 +230,7 @@ def demo_command(orders: int, days: int, database_url: str | None, debug: bool) 
     """Emulator -> backfill -> edits -> incremental sync -> counts and a query (or a real sync with credentials)."""
     from sync.demo import run_demo
 
-    configure_logging(debug=debug)
+    configure_logging(debug=debug, quiet=not debug)
     run_demo(orders=orders, days=days, database_url=database_url, echo=click.echo)
 
 

@@ -82,7 +82,8 @@ def _emulated(orders: int, days: int, database_url: str | None, echo: Callable[[
             now_ms = emulator.store.now_ms()
             old_ids = [
                 r["id"] for r in emulator.store.truth()
-                if isinstance(r.get("id"), int) and now_ms - r["createDate"] > OLD_EDIT_AGE_MS
+                if isinstance(r.get("id"), int) and isinstance(r.get("createDate"), int)
+                and now_ms - r["createDate"] > OLD_EDIT_AGE_MS
             ][:3]
             edited = emulator.store.edit(n=40) + (emulator.store.edit(ids=old_ids) if old_ids else [])
             echo(f"\nmeanwhile in Kapture: {len(created)} new orders, {len(edited)} edited "

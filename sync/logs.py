@@ -9,9 +9,10 @@ from typing import TextIO
 import structlog
 
 
-def configure_logging(debug: bool = False, stream: TextIO | None = None) -> None:
+def configure_logging(debug: bool = False, stream: TextIO | None = None, quiet: bool = False) -> None:
+    """`quiet` keeps only warnings and errors, for commands whose own output tells the story."""
     out = stream or sys.stderr
-    level = logging.DEBUG if debug else logging.INFO
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     renderer: structlog.typing.Processor
     if out.isatty():
         renderer = structlog.dev.ConsoleRenderer(colors=True)

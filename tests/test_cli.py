@@ -200,15 +200,16 @@ def test_backfill_shows_a_progress_bar_with_rate_and_eta_in_a_terminal(emulator,
 def test_the_demo_runs_end_to_end_against_the_emulator(tmp_path):
     import re
 
-    done = run_cli("demo", "--orders", "800", cwd=tmp_path, timeout=120)
+    done = run_cli("demo", "--orders", "3000", cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == "", "the demo's own output tells the story; logs only for warnings"
     assert "started the Kapture emulator" in done.stdout
     assert "backfill success" in done.stdout and "sync success" in done.stdout
     found = int(re.search(r"reconcile found (\d+) change", done.stdout).group(1))
     assert found >= 3, "the three edits outside the look-back are found by reconcile"
     numbers = re.search(r"serves ([\d,]+) records; the database holds ([\d,]+) orders and (\d+)", done.stdout)
     served, held, rejects = (int(n.replace(",", "")) for n in numbers.groups())
-    assert held + rejects == served == 825
+    assert held + rejects == served == 3025 and rejects > 0
     assert "GROUP BY delivery_status" in done.stdout
     engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'demo.db'}")
     assert len(stored(engine)) == held
