@@ -37,7 +37,19 @@ def cpu_seconds(pid: int) -> float | None:
 def start_emulator(orders: int, days: int, seed: int) -> tuple[subprocess.Popen[str], str]:
     """The emulator process and its base URL (read from its first line of output)."""
     code = "from sync.emulator.cli import emulator_command; emulator_command()"
-    args = [sys.executable, "-c", code, "--port", "0", "--orders", str(orders), "--days", str(days), "--seed", str(seed)]
+    args = [
+        sys.executable,
+        "-c",
+        code,
+        "--port",
+        "0",
+        "--orders",
+        str(orders),
+        "--days",
+        str(days),
+        "--seed",
+        str(seed),
+    ]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -64,7 +76,9 @@ def page_all(base_url: str, days: int, limit: int) -> tuple[int, int, int, set[i
                     "limit": str(limit),
                     "offset": str(offset),
                 }
-                response = client.post(ENDPOINT, content=orjson.dumps(body), headers={"Content-Type": "application/json"})
+                response = client.post(
+                    ENDPOINT, content=orjson.dumps(body), headers={"Content-Type": "application/json"}
+                )
                 response.raise_for_status()
                 page = orjson.loads(response.content)["order_details"]
                 requests += 1
@@ -103,8 +117,10 @@ def main() -> None:
     print(f"orders:     {orders} (each exactly once)")
     print(f"requests:   {requests} (limit {args.limit}, one-day windows)")
     print(f"wall:       {elapsed:.2f}s")
-    print(f"throughput: {orders / elapsed:,.0f} orders/s, {requests / elapsed:,.0f} requests/s, "
-          f"{size / elapsed / 1e6:.1f} MB/s ({size / 1e6:.1f} MB)")
+    print(
+        f"throughput: {orders / elapsed:,.0f} orders/s, {requests / elapsed:,.0f} requests/s, "
+        f"{size / elapsed / 1e6:.1f} MB/s ({size / 1e6:.1f} MB)"
+    )
     if cpu_before is not None and cpu_after is not None:
         cpu = cpu_after - cpu_before
         print(f"emulator:   {cpu:.2f} CPU s -> {orders / max(cpu, 1e-9):,.0f} orders per CPU second")

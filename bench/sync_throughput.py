@@ -26,16 +26,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sync.client import make_client, make_http_client  # noqa: E402
 from sync.db import make_engine, normalize_url  # noqa: E402
-from sync.runs import backfill, sync  # noqa: E402
 from sync.logs import configure_logging  # noqa: E402
+from sync.runs import backfill, sync  # noqa: E402
 from sync.settings import Settings, today_in  # noqa: E402
 
 
 def start_emulator(orders: int, days: int) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "sync", "emulator", "--port", "0", "--orders", str(orders), "--days", str(days),
-         "--seed", "42"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sync",
+            "emulator",
+            "--port",
+            "0",
+            "--orders",
+            str(orders),
+            "--days",
+            str(days),
+            "--seed",
+            "42",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert process.stdout is not None
     for line in process.stdout:
@@ -69,8 +83,14 @@ def main() -> None:
     empty_target(args.database_url)
     emulator, url = start_emulator(args.orders, args.days)
     try:
-        settings = Settings(base_url=url, username="demo", password="demo", cm_id=1000298,
-                            database_url=args.database_url, page_size=args.page_size)
+        settings = Settings(
+            base_url=url,
+            username="demo",
+            password="demo",
+            cm_id=1000298,
+            database_url=args.database_url,
+            page_size=args.page_size,
+        )
         engine = make_engine(settings.database_url)
         with make_http_client(settings) as http:
             client = make_client(settings, http)
@@ -78,21 +98,27 @@ def main() -> None:
             started = time.perf_counter()
             result = backfill(engine, client, settings, first)
             elapsed = time.perf_counter() - started
-            print(f"backfill: {result.totals.records_fetched:,} orders in {elapsed:.2f}s = "
-                  f"{result.totals.records_fetched / elapsed:,.0f} orders/s, {result.totals.requests} requests, "
-                  f"{result.totals.load.inserted:,} inserted")
+            print(
+                f"backfill: {result.totals.records_fetched:,} orders in {elapsed:.2f}s = "
+                f"{result.totals.records_fetched / elapsed:,.0f} orders/s, {result.totals.requests} requests, "
+                f"{result.totals.load.inserted:,} inserted"
+            )
             for label in ("first sync after the backfill", "second sync"):
                 started = time.perf_counter()
                 again = sync(engine, client, settings)
                 elapsed = time.perf_counter() - started
-                print(f"{label} (nothing changed, {again.planned_windows} windows re-read): "
-                      f"{again.totals.records_fetched:,} orders in {elapsed:.2f}s = "
-                      f"{again.totals.records_fetched / max(elapsed, 1e-9):,.0f} orders/s, "
-                      f"{again.totals.requests} requests, {again.totals.load.unchanged:,} unchanged")
+                print(
+                    f"{label} (nothing changed, {again.planned_windows} windows re-read): "
+                    f"{again.totals.records_fetched:,} orders in {elapsed:.2f}s = "
+                    f"{again.totals.records_fetched / max(elapsed, 1e-9):,.0f} orders/s, "
+                    f"{again.totals.requests} requests, {again.totals.load.unchanged:,} unchanged"
+                )
         engine.dispose()
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"peak RSS of the syncing process: {peak_mib:,.0f} MiB  (target {args.database_url.split(':')[0]}, "
-              f"page size {args.page_size}, pid {os.getpid()})")
+        print(
+            f"peak RSS of the syncing process: {peak_mib:,.0f} MiB  (target {args.database_url.split(':')[0]}, "
+            f"page size {args.page_size}, pid {os.getpid()})"
+        )
     finally:
         emulator.terminate()
         emulator.wait(10)

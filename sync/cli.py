@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -39,7 +39,10 @@ def _settings_options(func: F) -> F:
         click.option("--base-url", help="Kapture account URL (KAPTURE_BASE_URL)."),
         click.option("--cm-id", type=int, help="Kapture account id (KAPTURE_CM_ID)."),
         click.option(
-            "--set", "assignments", multiple=True, metavar="KEY=VALUE",
+            "--set",
+            "assignments",
+            multiple=True,
+            metavar="KEY=VALUE",
             help="Any setting by its config-file key, e.g. --set page_size=500. Repeatable.",
         ),
         click.option("--debug", is_flag=True, help="Debug logs, and a traceback on failure."),

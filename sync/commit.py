@@ -48,9 +48,14 @@ class RunTotals:
 
     def as_counters(self) -> dict[str, int]:
         return {
-            "windows": self.windows, "pages": self.pages, "requests": self.requests,
-            "records_fetched": self.records_fetched, "inserted": self.load.inserted,
-            "updated": self.load.updated, "unchanged": self.load.unchanged, "rejected": self.rejected,
+            "windows": self.windows,
+            "pages": self.pages,
+            "requests": self.requests,
+            "records_fetched": self.records_fetched,
+            "inserted": self.load.inserted,
+            "updated": self.load.updated,
+            "unchanged": self.load.unchanged,
+            "rejected": self.rejected,
         }
 
 
@@ -73,9 +78,15 @@ class PageCommitter:
     def _progress(self, task: Task, now: datetime) -> Progress:
         if task.nominal.start not in self._open:
             self._open[task.nominal.start] = task.resume or Progress(
-                started_at=now, end=task.end, floor=task.floor, watermark=_no_later_than(self.start_watermark, now),
+                started_at=now,
+                end=task.end,
+                floor=task.floor,
+                watermark=_no_later_than(self.start_watermark, now),
                 slice=task.window,
-                offset=0, seen=0, changes=0, max_lmt=None,
+                offset=0,
+                seen=0,
+                changes=0,
+                max_lmt=None,
             )
         return self._open[task.nominal.start]
 
@@ -107,8 +118,12 @@ class PageCommitter:
             save_progress(conn, self.account, task.nominal, progress)
             advance_watermark(conn, self.account, page_max, self.run_id, task.nominal.start, now)
             page_counts = {
-                "pages": 1, "requests": requests, "records_fetched": event.served,
-                "inserted": counts.inserted, "updated": counts.updated, "unchanged": counts.unchanged,
+                "pages": 1,
+                "requests": requests,
+                "records_fetched": event.served,
+                "inserted": counts.inserted,
+                "updated": counts.updated,
+                "unchanged": counts.unchanged,
                 "rejected": len(rejections),
             }
             add_to_run(conn, self.run_id, page_counts)
@@ -132,7 +147,9 @@ class PageCommitter:
         del self._open[event.task.nominal.start]
         return progress
 
-    def _tally(self, page_counts: dict[str, int], counts: LoadCounts, changed: list[dict[str, Any]], now: datetime) -> None:
+    def _tally(
+        self, page_counts: dict[str, int], counts: LoadCounts, changed: list[dict[str, Any]], now: datetime
+    ) -> None:
         t = self.totals
         t.pages += 1
         t.requests += page_counts["requests"]

@@ -50,7 +50,7 @@ def _account_configured() -> bool:
 
 
 def _real(database_url: str | None, echo: Callable[[str], None]) -> None:
-    settings = load_settings({"database_url": database_url})
+    settings: Settings = load_settings({"database_url": database_url})
     echo(f"credentials found: syncing account {settings.cm_id} from {settings.base_url}")
     _sync_and_show(settings, echo)
 
@@ -65,11 +65,17 @@ def _emulated(orders: int, days: int, database_url: str | None, echo: Callable[[
         database_url = f"sqlite:///{DEMO_DB}"
     emulator = Emulator(EmulatorConfig(orders=orders, days=days, malformed_rate=0.002))
     with emulator.serve(host="127.0.0.1", port=0) as serving:
-        echo(f"no KAPTURE_BASE_URL: started the Kapture emulator at {serving.url} with {orders:,} orders "
-             f"over {days} days")
+        echo(
+            f"no KAPTURE_BASE_URL: started the Kapture emulator at {serving.url} with {orders:,} orders "
+            f"over {days} days"
+        )
         settings = Settings(
-            base_url=serving.url, username="demo", password="demo", cm_id=emulator.config.cm_id,
-            database_url=database_url, page_size=500,
+            base_url=serving.url,
+            username="demo",
+            password="demo",
+            cm_id=emulator.config.cm_id,
+            database_url=database_url,
+            page_size=500,
         )
         engine = make_engine(settings.database_url)
         with make_http_client(settings) as http:
@@ -81,26 +87,34 @@ def _emulated(orders: int, days: int, database_url: str | None, echo: Callable[[
             created = emulator.store.create(25)
             now_ms = emulator.store.now_ms()
             old_ids = [
-                r["id"] for r in emulator.store.truth()
-                if isinstance(r.get("id"), int) and isinstance(r.get("createDate"), int)
+                r["id"]
+                for r in emulator.store.truth()
+                if isinstance(r.get("id"), int)
+                and isinstance(r.get("createDate"), int)
                 and now_ms - r["createDate"] > OLD_EDIT_AGE_MS
             ][:3]
             edited = emulator.store.edit(n=40) + (emulator.store.edit(ids=old_ids) if old_ids else [])
-            echo(f"\nmeanwhile in Kapture: {len(created)} new orders, {len(edited)} edited "
-                 f"({len(old_ids)} of them created over 9 days ago, outside the 7-day look-back)")
+            echo(
+                f"\nmeanwhile in Kapture: {len(created)} new orders, {len(edited)} edited "
+                f"({len(old_ids)} of them created over 9 days ago, outside the 7-day look-back)"
+            )
             echo("$ kapture-sync sync")
             echo(sync(engine, client, settings).summary())
             echo("\n$ kapture-sync reconcile   # a full re-scan: what did the incremental run not see?")
             found = reconcile(engine, client, settings)
             echo(found.summary())
-            echo(f"reconcile found {found.totals.load.inserted + found.totals.load.updated} change(s) the "
-                 f"incremental runs had not stored: {dict(found.totals.changed_by_age)}")
+            echo(
+                f"reconcile found {found.totals.load.inserted + found.totals.load.updated} change(s) the "
+                f"incremental runs had not stored: {dict(found.totals.changed_by_age)}"
+            )
 
         with engine.connect() as conn:
             stored = conn.execute(select(func.count()).select_from(Order)).scalar_one()
             rejected = conn.execute(select(func.count()).select_from(RejectedRecord)).scalar_one()
-        echo(f"\nKapture serves {len(emulator.store.truth()):,} records; the database holds {stored:,} orders "
-             f"and {rejected} rejected record(s) with their reasons in `rejected_records`.")
+        echo(
+            f"\nKapture serves {len(emulator.store.truth()):,} records; the database holds {stored:,} orders "
+            f"and {rejected} rejected record(s) with their reasons in `rejected_records`."
+        )
         _show_query(engine, echo)
         echo(f"\ndatabase: {redact(engine.url)}  -  try `kapture-sync status --database-url {settings.database_url}`")
         engine.dispose()

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-import orjson
 import psycopg
-from sqlalchemy import Insert, bindparam, select
+from sqlalchemy import Insert, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -34,8 +33,8 @@ from sync.models import ORDER_COLUMNS, Order, RejectedRecord
 from sync.transform import RAW_JSON, Rejection
 from sync.windows import Window
 
-orders = Order.__table__
-rejected = RejectedRecord.__table__
+orders = cast(Table, Order.__table__)
+rejected = cast(Table, RejectedRecord.__table__)
 _UPDATED_COLUMNS = tuple(c for c in (*ORDER_COLUMNS, "raw", "synced_at") if c not in ("cm_id", "id"))
 
 
@@ -69,9 +68,7 @@ _ON_CONFLICT = (
 )
 
 _STAGE = "kapture_orders_stage"
-_CREATE_STAGE = (
-    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
+_CREATE_STAGE = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 _COPY_STAGE = f"COPY {_STAGE} ({', '.join(_COLUMNS)}) FROM STDIN"
 _MERGE_STAGE = (
     f"INSERT INTO orders ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM {_STAGE} "
@@ -88,6 +85,14 @@ _STORED = (
 )
 
 
+def _driver(conn: Connection) -> Any:
+    """The DBAPI connection under `conn`, inside the same transaction, for the drivers' bulk paths."""
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the connection is closed")
+    return driver
+
+
 def upsert_orders(
     conn: Connection, cm_id: int, rows: Sequence[dict[str, Any]]
 ) -> tuple[LoadCounts, list[dict[str, Any]]]:
@@ -102,7 +107,7 @@ def upsert_orders(
 
 
 def _upsert_postgresql(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[LoadCounts, list[dict[str, Any]]]:
-    cursor = conn.connection.driver_connection.cursor()  # psycopg 3, inside the page's transaction
+    cursor = _driver(conn).cursor()  # psycopg 3, inside the page's transaction
     try:
         cursor.execute(_CREATE_STAGE)
         with cursor.copy(_COPY_STAGE) as copy:
@@ -138,7 +143,7 @@ def _upsert_sqlite(
             continue
         changed.append(row)
     if changed:
-        cursor = conn.connection.driver_connection.cursor()  # sqlite3, inside the page's transaction
+        cursor = _driver(conn).cursor()  # sqlite3, inside the page's transaction
         try:
             cursor.executemany(_SQLITE_UPSERT, [_sqlite_values(row) for row in changed])
         except sqlite3.Error as exc:

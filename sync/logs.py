@@ -14,10 +14,7 @@ def configure_logging(debug: bool = False, stream: TextIO | None = None, quiet: 
     out = stream or sys.stderr
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     renderer: structlog.typing.Processor
-    if out.isatty():
-        renderer = structlog.dev.ConsoleRenderer(colors=True)
-    else:
-        renderer = structlog.processors.JSONRenderer()
+    renderer = structlog.dev.ConsoleRenderer(colors=True) if out.isatty() else structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

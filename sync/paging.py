@@ -72,8 +72,12 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
                 log.info("window.split", window=window.label(rules.zone), slice=piece.label(rules.zone))
                 continue
             if not warned_deep:
-                log.warning("window.deep", window=window.label(rules.zone), offset=offset,
-                            hint="set KAPTURE_DATE_FORMAT=datetime so deep windows can be split")
+                log.warning(
+                    "window.deep",
+                    window=window.label(rules.zone),
+                    offset=offset,
+                    hint="set KAPTURE_DATE_FORMAT=datetime so deep windows can be split",
+                )
                 warned_deep = True
         start, end = request_bounds(piece, rules.zone, rules.date_format, rules.end_inclusive)
         page = client.pull({"createStartDate": start, "createEndDate": end}, offset, rules.page_size)

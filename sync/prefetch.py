@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,7 +20,7 @@ class _Failure:
         self.error = error
 
 
-def prefetched(source: Iterable[T], depth: int = 2) -> Iterator[T]:
+def prefetched(source: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
     """Iterate `source` in a daemon thread; its exceptions surface here, in order.
 
     When the consumer stops early the producer is told to stop at its next item; a request it

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 
 from sync.models import Order, RejectedRecord, SyncState
 from sync.state import Account, recent_runs, window_summary
@@ -46,15 +46,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _run_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+def _run_rows(runs: Sequence[RowMapping]) -> list[list[Any]]:
     rows = []
     for r in runs:
         took = humanize(r["finished_at"] - r["started_at"]) if r["finished_at"] else "running"
         error = (r["error"] or "")[:60]
-        rows.append([
-            r["id"], r["kind"], f"{r['started_at']:%Y-%m-%d %H:%M:%S}", took, r["outcome"], r["windows"],
-            r["records_fetched"], r["inserted"], r["updated"], r["unchanged"], r["rejected"], error,
-        ])
+        rows.append(
+            [
+                r["id"],
+                r["kind"],
+                f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+                took,
+                r["outcome"],
+                r["windows"],
+                r["records_fetched"],
+                r["inserted"],
+                r["updated"],
+                r["unchanged"],
+                r["rejected"],
+                error,
+            ]
+        )
     return rows
 
 
@@ -64,9 +76,13 @@ def accounts(conn: Connection) -> list[Account]:
 
 
 def status_text(conn: Connection, account: Account, zone: ZoneInfo, now: datetime, runs: int = 10) -> str:
-    state = conn.execute(
-        select(SyncState.__table__).where(SyncState.cm_id == account.cm_id, SyncState.stream == account.stream)
-    ).mappings().first()
+    state = (
+        conn.execute(
+            select(SyncState.__table__).where(SyncState.cm_id == account.cm_id, SyncState.stream == account.stream)
+        )
+        .mappings()
+        .first()
+    )
     stored = conn.execute(select(func.count()).select_from(Order).where(Order.cm_id == account.cm_id)).scalar()
     rejected = conn.execute(
         select(func.count()).select_from(RejectedRecord).where(RejectedRecord.cm_id == account.cm_id)
@@ -86,14 +102,29 @@ def status_text(conn: Connection, account: Account, zone: ZoneInfo, now: datetim
         + (f", {humanize(now - last_ok['finished_at'])} ago" if last_ok else ""),
         f"  orders stored   {stored:,}   rejected records {rejected:,}",
         f"  windows         {windows['scanned']} scanned of {windows['windows']} in the ledger"
-        + (f", created {_day(windows['first'], zone)} .. {_day(windows['last'] - timedelta(milliseconds=1), zone)}"
-           if windows["first"] else "")
+        + (
+            f", created {_day(windows['first'], zone)} .. {_day(windows['last'] - timedelta(milliseconds=1), zone)}"
+            if windows["first"]
+            else ""
+        )
         + (f", {windows['in_progress']} scan(s) in progress" if windows["in_progress"] else ""),
         f"  lease           {lease}",
         "",
         table(
-            ["run", "kind", "started (UTC)", "took", "outcome", "windows", "fetched", "inserted", "updated",
-             "unchanged", "rejected", "error"],
+            [
+                "run",
+                "kind",
+                "started (UTC)",
+                "took",
+                "outcome",
+                "windows",
+                "fetched",
+                "inserted",
+                "updated",
+                "unchanged",
+                "rejected",
+                "error",
+            ],
             _run_rows(recent_runs(conn, account, runs)),
         ),
     ]

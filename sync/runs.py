@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -122,7 +122,13 @@ def execute(
         log.info("run.start", kind=kind, run_id=run_id, cm_id=account.cm_id, windows=len(tasks))
         base_requests = client.stats.requests
         committer = PageCommitter(
-            engine, account, run_id, owner, ttl, clock, lambda: client.stats.requests - base_requests,
+            engine,
+            account,
+            run_id,
+            owner,
+            ttl,
+            clock,
+            lambda: client.stats.requests - base_requests,
             start_watermark,
         )
         outcome, error = "failed", None
@@ -133,8 +139,13 @@ def execute(
                         committer.page(event)
                     else:
                         done = committer.window_done(event)
-                        log.debug("window.scanned", window=event.task.window.label(settings.zone),
-                                  reason=event.task.reason, orders=done.seen, changes=done.changes)
+                        log.debug(
+                            "window.scanned",
+                            window=event.task.window.label(settings.zone),
+                            reason=event.task.reason,
+                            orders=done.seen,
+                            changes=done.changes,
+                        )
                         if on_window:
                             on_window(event.task, done.seen)
             outcome = "success"
@@ -167,10 +178,8 @@ def execute(
         log.info("run.finish", kind=kind, run_id=run_id, outcome=outcome, **totals.as_counters())
         return result
     finally:
-        try:
+        with suppress(DBAPIError):
             release_lease(engine, account, owner, clock())
-        except DBAPIError:
-            pass
 
 
 def _reasons(tasks: list[Task]) -> dict[str, int]:
@@ -181,8 +190,13 @@ def _reasons(tasks: list[Task]) -> dict[str, int]:
 
 
 def backfill(
-    engine: Engine, client: KaptureClient, settings: Settings, first_day: date, last_day: date | None = None,
-    refetch: bool = False, **hooks: Any,
+    engine: Engine,
+    client: KaptureClient,
+    settings: Settings,
+    first_day: date,
+    last_day: date | None = None,
+    refetch: bool = False,
+    **hooks: Any,
 ) -> RunResult:
     schedule = schedule_of(settings)
 

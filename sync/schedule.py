@@ -118,9 +118,12 @@ def plan_sync(
                 chosen[nominal.start] = _task(nominal, now, "new", entry, schedule.floor(entry))
         elif age < schedule.lookback:
             chosen[nominal.start] = _task(nominal, now, "lookback", entry, schedule.floor(entry))
-        elif age <= schedule.horizon and entry.last_scanned_at is not None:
-            if now - entry.last_scanned_at >= age * schedule.rescan_factor:
-                chosen[nominal.start] = _task(nominal, now, "due", entry, schedule.floor(entry))
+        elif (
+            age <= schedule.horizon
+            and entry.last_scanned_at is not None
+            and now - entry.last_scanned_at >= age * schedule.rescan_factor
+        ):
+            chosen[nominal.start] = _task(nominal, now, "due", entry, schedule.floor(entry))
         if entry is not None and entry.finished and not any(t.reason == "new" for t in chosen.values()):
             finished_before_new.append(nominal)
     for nominal in finished_before_new[-schedule.overlap_windows :] if schedule.overlap_windows else []:

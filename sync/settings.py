@@ -95,9 +95,7 @@ class Settings(DatabaseSettings):
     )
     end_inclusive: bool = Field(True, validation_alias=_env("KAPTURE_END_INCLUSIVE", "end_inclusive"))
     page_size: int = Field(100, ge=1, le=100_000, validation_alias=_env("KAPTURE_PAGE_SIZE", "page_size"))
-    numbers_as_strings: bool = Field(
-        True, validation_alias=_env("KAPTURE_NUMBERS_AS_STRINGS", "numbers_as_strings")
-    )
+    numbers_as_strings: bool = Field(True, validation_alias=_env("KAPTURE_NUMBERS_AS_STRINGS", "numbers_as_strings"))
     sort_param: str = Field("", validation_alias=_env("KAPTURE_SORT_PARAM", "sort_param"))
 
     # --- HTTP and retries --------------------------------------------------------------------
@@ -113,21 +111,13 @@ class Settings(DatabaseSettings):
     start_date: date | None = Field(None, validation_alias=_env("KAPTURE_SYNC_START_DATE", "start_date"))
     lookback_days: int = Field(7, ge=0, validation_alias=_env("KAPTURE_SYNC_LOOKBACK_DAYS", "lookback_days"))
     window: timedelta = Field(timedelta(days=1), validation_alias=_env("KAPTURE_SYNC_WINDOW", "window"))
-    overlap_windows: int = Field(
-        1, ge=0, validation_alias=_env("KAPTURE_SYNC_OVERLAP_WINDOWS", "overlap_windows")
-    )
-    rescan_factor: float = Field(
-        0.25, gt=0, validation_alias=_env("KAPTURE_SYNC_RESCAN_FACTOR", "rescan_factor")
-    )
+    overlap_windows: int = Field(1, ge=0, validation_alias=_env("KAPTURE_SYNC_OVERLAP_WINDOWS", "overlap_windows"))
+    rescan_factor: float = Field(0.25, gt=0, validation_alias=_env("KAPTURE_SYNC_RESCAN_FACTOR", "rescan_factor"))
     rescan_horizon_days: int = Field(
         90, ge=0, validation_alias=_env("KAPTURE_SYNC_RESCAN_HORIZON_DAYS", "rescan_horizon_days")
     )
-    split_offset: int = Field(
-        10_000, ge=1, validation_alias=_env("KAPTURE_SYNC_SPLIT_OFFSET", "split_offset")
-    )
-    min_slice: timedelta = Field(
-        timedelta(minutes=1), validation_alias=_env("KAPTURE_SYNC_MIN_SLICE", "min_slice")
-    )
+    split_offset: int = Field(10_000, ge=1, validation_alias=_env("KAPTURE_SYNC_SPLIT_OFFSET", "split_offset"))
+    min_slice: timedelta = Field(timedelta(minutes=1), validation_alias=_env("KAPTURE_SYNC_MIN_SLICE", "min_slice"))
     floor_margin: timedelta = Field(
         timedelta(hours=1), validation_alias=_env("KAPTURE_SYNC_FLOOR_MARGIN", "floor_margin")
     )

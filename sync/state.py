@@ -12,20 +12,20 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from sync.db import writer
 from sync.errors import LeaseHeld
 from sync.models import SyncRun, SyncState, SyncWindow
 from sync.windows import Window
 
-state_t = SyncState.__table__
-windows_t = SyncWindow.__table__
-runs_t = SyncRun.__table__
+state_t = cast(Table, SyncState.__table__)
+windows_t = cast(Table, SyncWindow.__table__)
+runs_t = cast(Table, SyncRun.__table__)
 
 RUN_COUNTERS = ("windows", "pages", "requests", "records_fetched", "inserted", "updated", "unchanged", "rejected")
 
@@ -147,7 +147,9 @@ def release_lease(engine: Engine, account: Account, owner: str, now: datetime) -
         conn.execute(
             update(state_t)
             .where(state_t.c.cm_id == account.cm_id, state_t.c.stream == account.stream, state_t.c.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None, active_run_id=None, active_window_start=None, updated_at=now)
+            .values(
+                lease_owner=None, lease_expires_at=None, active_run_id=None, active_window_start=None, updated_at=now
+            )
         )
 
 
@@ -208,8 +210,10 @@ def ledger(conn: Connection, account: Account) -> dict[datetime, LedgerEntry]:
 
 
 def _window_key(account: Account, start: datetime) -> Any:
-    return (windows_t.c.cm_id == account.cm_id) & (windows_t.c.stream == account.stream) & (
-        windows_t.c.window_start == start
+    return (
+        (windows_t.c.cm_id == account.cm_id)
+        & (windows_t.c.stream == account.stream)
+        & (windows_t.c.window_start == start)
     )
 
 
@@ -232,14 +236,16 @@ def save_progress(conn: Connection, account: Account, nominal: Window, progress:
     if done.rowcount == 0:
         conn.execute(
             insert(windows_t).values(
-                cm_id=account.cm_id, stream=account.stream, window_start=nominal.start, scans=0, **values,
+                cm_id=account.cm_id,
+                stream=account.stream,
+                window_start=nominal.start,
+                scans=0,
+                **values,
             )
         )
 
 
-def finish_window(
-    conn: Connection, account: Account, nominal: Window, progress: Progress, now: datetime
-) -> None:
+def finish_window(conn: Connection, account: Account, nominal: Window, progress: Progress, now: datetime) -> None:
     """Mark a complete scan: the ledger now vouches for this window up to `progress.end`."""
     values = {
         "window_end": nominal.end,
@@ -250,17 +256,31 @@ def finish_window(
         "max_last_modification_time": progress.max_lmt,
         "changes_found": progress.changes,
         "scans": windows_t.c.scans + 1,
-        **{c: None for c in (
-            "progress_started_at", "progress_end", "progress_floor", "progress_watermark", "progress_slice_start",
-            "progress_slice_end", "progress_offset", "progress_seen", "progress_changes", "progress_max_lmt",
-        )},
+        **{
+            c: None
+            for c in (
+                "progress_started_at",
+                "progress_end",
+                "progress_floor",
+                "progress_watermark",
+                "progress_slice_start",
+                "progress_slice_end",
+                "progress_offset",
+                "progress_seen",
+                "progress_changes",
+                "progress_max_lmt",
+            )
+        },
     }
     done = conn.execute(update(windows_t).where(_window_key(account, nominal.start)).values(**values))
     if done.rowcount == 0:
         values["scans"] = 1
         conn.execute(
             insert(windows_t).values(
-                cm_id=account.cm_id, stream=account.stream, window_start=nominal.start, **values,
+                cm_id=account.cm_id,
+                stream=account.stream,
+                window_start=nominal.start,
+                **values,
             )
         )
 
@@ -278,11 +298,16 @@ def start_run(engine: Engine, account: Account, kind: str, now: datetime, detail
         )
         result = conn.execute(
             insert(runs_t).values(
-                cm_id=account.cm_id, stream=account.stream, kind=kind, started_at=now, outcome="running",
-                details=dict(details), **{c: 0 for c in RUN_COUNTERS},
+                cm_id=account.cm_id,
+                stream=account.stream,
+                kind=kind,
+                started_at=now,
+                outcome="running",
+                details=dict(details),
+                **{c: 0 for c in RUN_COUNTERS},
             )
         )
-        return int(result.inserted_primary_key[0])
+        return int(cast(Any, result.inserted_primary_key)[0])
 
 
 def add_to_run(conn: Connection, run_id: int, counts: Mapping[str, int]) -> None:
@@ -292,8 +317,13 @@ def add_to_run(conn: Connection, run_id: int, counts: Mapping[str, int]) -> None
 
 
 def finish_run(
-    engine: Engine, run_id: int, outcome: str, now: datetime, error: str | None = None,
-    details: Mapping[str, Any] | None = None, counts: Mapping[str, int] | None = None,
+    engine: Engine,
+    run_id: int,
+    outcome: str,
+    now: datetime,
+    error: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    counts: Mapping[str, int] | None = None,
 ) -> None:
     values: dict[str, Any] = {"outcome": outcome, "finished_at": now, "error": error}
     if details is not None:
@@ -304,22 +334,26 @@ def finish_run(
         conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
 
 
-def recent_runs(conn: Connection, account: Account | None, limit: int = 10) -> Sequence[Mapping[str, Any]]:
+def recent_runs(conn: Connection, account: Account | None, limit: int = 10) -> Sequence[RowMapping]:
     query = select(runs_t).order_by(runs_t.c.id.desc()).limit(limit)
     if account is not None:
         query = query.where(runs_t.c.cm_id == account.cm_id, runs_t.c.stream == account.stream)
     return conn.execute(query).mappings().all()
 
 
-def window_summary(conn: Connection, account: Account) -> Mapping[str, Any]:
-    row = conn.execute(
-        select(
-            func.count().label("windows"),
-            func.count(windows_t.c.last_scanned_at).label("scanned"),
-            func.min(windows_t.c.window_start).label("first"),
-            func.max(windows_t.c.window_end).label("last"),
-            func.min(windows_t.c.last_scanned_at).label("oldest_scan"),
-            func.count(windows_t.c.progress_started_at).label("in_progress"),
-        ).where(windows_t.c.cm_id == account.cm_id, windows_t.c.stream == account.stream)
-    ).mappings().one()
+def window_summary(conn: Connection, account: Account) -> RowMapping:
+    row = (
+        conn.execute(
+            select(
+                func.count().label("windows"),
+                func.count(windows_t.c.last_scanned_at).label("scanned"),
+                func.min(windows_t.c.window_start).label("first"),
+                func.max(windows_t.c.window_end).label("last"),
+                func.min(windows_t.c.last_scanned_at).label("oldest_scan"),
+                func.count(windows_t.c.progress_started_at).label("in_progress"),
+            ).where(windows_t.c.cm_id == account.cm_id, windows_t.c.stream == account.stream)
+        )
+        .mappings()
+        .one()
+    )
     return row

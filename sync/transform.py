@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from sync.fields import ORDER_FIELDS, Field
+from sync.fields import ORDER_FIELDS
 from sync.windows import from_ms
 
 # Epoch-ms outside 1990..2200 is not a Kapture timestamp; storing it would only mislead.
@@ -143,7 +143,12 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
 # it runs for every field of every order. JSON numbers are always finite (orjson refuses NaN), and
 # amounts stay int or float until the driver writes them to NUMERIC exactly (shortest repr).
 _AS_IS: dict[str, tuple[type, ...]] = {
-    "id": (int,), "int": (int,), "timestamp": (), "amount": (int, float), "text": (str,), "flag": (bool,)
+    "id": (int,),
+    "int": (int,),
+    "timestamp": (),
+    "amount": (int, float),
+    "text": (str,),
+    "flag": (bool,),
 }
 # Integer columns and the range their SQL type holds (BIGINT, INTEGER).
 _RANGES: tuple[tuple[str, str, int], ...] = tuple(
@@ -153,7 +158,9 @@ _PLAN: tuple[tuple[str, str, tuple[type, ...], Callable[[Any], Any]], ...] = tup
     (f.api, f.column, _AS_IS[f.kind], _CONVERT[f.kind]) for f in ORDER_FIELDS
 )
 _REQUIRED: tuple[tuple[str, str], ...] = (
-    ("id", "id"), ("createDate", "create_date"), ("lastModificationTime", "last_modification_time"),
+    ("id", "id"),
+    ("createDate", "create_date"),
+    ("lastModificationTime", "last_modification_time"),
 )
 
 

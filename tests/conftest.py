@@ -9,8 +9,8 @@ from __future__ import annotations
 import glob
 import json
 import os
-import threading
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,7 +42,9 @@ def _start_postgres() -> None:
         version = Path(conf).parent.name
         subprocess.run(
             ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
-            check=False, capture_output=True, timeout=60,
+            check=False,
+            capture_output=True,
+            timeout=60,
         )
 
 
@@ -133,9 +135,16 @@ def emulator(start_emulator: EmulatorFactory) -> tuple[Emulator, RunningEmulator
 def settings_for(url: str, database_url: str = "sqlite:///:memory:", **overrides: Any) -> Settings:
     """Settings for a test: the emulator's account and quick retries."""
     values: dict[str, Any] = {
-        "base_url": url, "username": "demo", "password": "demo", "cm_id": 1000298,
-        "database_url": database_url, "backoff_base": 0.01, "backoff_max": 0.05, "timeout": 5.0,
-        "max_attempts": 5, "retry_max_seconds": 30.0,
+        "base_url": url,
+        "username": "demo",
+        "password": "demo",
+        "cm_id": 1000298,
+        "database_url": database_url,
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "timeout": 5.0,
+        "max_attempts": 5,
+        "retry_max_seconds": 30.0,
     }
     values.update(overrides)
     return Settings(**values)

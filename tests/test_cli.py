@@ -22,16 +22,24 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "sync", *args], env=full_env, cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "sync", *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
 
 def account_env(url: str, database_url: str, password: str = "demo", **extra: str) -> dict[str, str]:
     env = {
-        "KAPTURE_BASE_URL": url, "KAPTURE_USERNAME": "demo", "KAPTURE_PASSWORD": password,
-        "KAPTURE_CM_ID": "1000298", "KAPTURE_SYNC_DATABASE_URL": database_url,
-        "KAPTURE_BACKOFF_BASE": "0.01", "KAPTURE_BACKOFF_MAX": "0.05",
+        "KAPTURE_BASE_URL": url,
+        "KAPTURE_USERNAME": "demo",
+        "KAPTURE_PASSWORD": password,
+        "KAPTURE_CM_ID": "1000298",
+        "KAPTURE_SYNC_DATABASE_URL": database_url,
+        "KAPTURE_BACKOFF_BASE": "0.01",
+        "KAPTURE_BACKOFF_MAX": "0.05",
     }
     env.update(extra)
     return env
@@ -66,8 +74,11 @@ def test_backfill_sync_and_status_from_the_command_line(emulator, database_url, 
 
 
 def test_bad_settings_stop_with_one_line_naming_each_value(tmp_path):
-    bad = run_cli("sync", env={"KAPTURE_CM_ID": "-5", "KAPTURE_PASSWORD": SECRET, "KAPTURE_SYNC_WINDOW": "fortnight"},
-                  cwd=tmp_path)
+    bad = run_cli(
+        "sync",
+        env={"KAPTURE_CM_ID": "-5", "KAPTURE_PASSWORD": SECRET, "KAPTURE_SYNC_WINDOW": "fortnight"},
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2
     line = one_line(bad.stderr)
     assert "KAPTURE_CM_ID" in line and "KAPTURE_BASE_URL is required" in line and "KAPTURE_SYNC_WINDOW" in line
@@ -80,8 +91,9 @@ def test_rejected_credentials_exit_non_zero_write_nothing_and_never_echo_the_sec
 ):
     _, serving = start_emulator(auth_failure_status=failure_status)
     database_url = f"sqlite:///{tmp_path / 'k.db'}"
-    done = run_cli("backfill", "--from", FIRST, "--debug", env=account_env(serving.url, database_url, SECRET),
-                   cwd=tmp_path)
+    done = run_cli(
+        "backfill", "--from", FIRST, "--debug", env=account_env(serving.url, database_url, SECRET), cwd=tmp_path
+    )
     assert done.returncode == 3
     assert "credentials rejected" in done.stderr.splitlines()[-1]
     assert SECRET not in done.stderr + done.stdout
@@ -178,8 +190,13 @@ def test_backfill_shows_a_progress_bar_with_rate_and_eta_in_a_terminal(emulator,
     env.update(account_env(serving.url, f"sqlite:///{tmp_path / 'k.db'}"))
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
-    process = subprocess.Popen([sys.executable, "-m", "sync", "backfill", "--from", FIRST], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=follower)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sync", "backfill", "--from", FIRST],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
     os.close(follower)
     screen = b""
     while True:

@@ -64,8 +64,14 @@ def test_the_stack_emulator_and_sync_commands_work_against_local_services(postgr
         env["KAPTURE_SYNC_DATABASE_URL"] = postgres_url
         outputs = []
         for args in kapture_commands("sync"):
-            done = subprocess.run([sys.executable, "-m", "sync", *args], env=env, capture_output=True, text=True,
-                                  timeout=120, cwd=tmp_path)
+            done = subprocess.run(
+                [sys.executable, "-m", "sync", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=tmp_path,
+            )
             assert done.returncode == 0, done.stderr
             outputs.append(done.stdout)
         assert [args[0] for args in kapture_commands("sync")] == ["sync", "status"]

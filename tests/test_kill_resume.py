@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from datetime import date, timedelta
-
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -23,13 +22,22 @@ FIRST = (date.today() - timedelta(days=25)).isoformat()
 
 def _backfill(url: str, database_url: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
-    env.update({
-        "KAPTURE_BASE_URL": url, "KAPTURE_USERNAME": "demo", "KAPTURE_PASSWORD": "demo",
-        "KAPTURE_CM_ID": "1000298", "KAPTURE_SYNC_DATABASE_URL": database_url, "KAPTURE_PAGE_SIZE": "40",
-    })
+    env.update(
+        {
+            "KAPTURE_BASE_URL": url,
+            "KAPTURE_USERNAME": "demo",
+            "KAPTURE_PASSWORD": "demo",
+            "KAPTURE_CM_ID": "1000298",
+            "KAPTURE_SYNC_DATABASE_URL": database_url,
+            "KAPTURE_PAGE_SIZE": "40",
+        }
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "sync", "backfill", "--from", FIRST],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -37,8 +45,9 @@ def test_sigkilled_backfill_resumes_without_refetching_finished_windows(start_em
     emu, serving = start_emulator(orders=2400, days=20, seed=5)
     emu.faults.latency_ms = 15
     engine = make_engine(database_url)
-    finished = (select(func.count(), func.coalesce(func.sum(SyncWindow.order_count), 0))
-                .where(SyncWindow.last_scanned_at.is_not(None)))
+    finished = select(func.count(), func.coalesce(func.sum(SyncWindow.order_count), 0)).where(
+        SyncWindow.last_scanned_at.is_not(None)
+    )
 
     victim = _backfill(serving.url, database_url)
     deadline = time.monotonic() + 60
@@ -58,9 +67,7 @@ def test_sigkilled_backfill_resumes_without_refetching_finished_windows(start_em
 
     with engine.connect() as conn:
         windows_done, orders_done = conn.execute(finished).one()
-        in_progress = conn.execute(
-            select(func.count()).where(SyncWindow.progress_started_at.is_not(None))
-        ).scalar_one()
+        in_progress = conn.execute(select(func.count()).where(SyncWindow.progress_started_at.is_not(None))).scalar_one()
     assert windows_done >= 8 and orders_done > 0
     emu.faults.latency_ms = 0
     served_before = emu.stats()["orders_served"]

@@ -16,8 +16,15 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def record(order_id: int, modified_ms: int, value: float = 10.25) -> dict:
-    return {"id": order_id, "cmId": 1000298, "createDate": 1_790_000_000_000, "lastModificationTime": modified_ms,
-            "productValue": value, "invoiceSent": True, "remarks": "हिंदी ✓"}
+    return {
+        "id": order_id,
+        "cmId": 1000298,
+        "createDate": 1_790_000_000_000,
+        "lastModificationTime": modified_ms,
+        "productValue": value,
+        "invoiceSent": True,
+        "remarks": "हिंदी ✓",
+    }
 
 
 def write(engine: Engine, records: list[dict], synced_at: datetime):
@@ -32,8 +39,9 @@ def test_counts_are_exact_and_only_changed_rows_are_written(engine: Engine):
     assert (counts.inserted, counts.updated, counts.unchanged) == (2, 0, 0)
 
     later = T0 + timedelta(hours=1)
-    counts, changed = write(engine, [record(1, 1_790_000_000_000), record(2, 1_790_000_999_000, 99.5),
-                                     record(3, 1_790_000_000_000)], later)
+    counts, changed = write(
+        engine, [record(1, 1_790_000_000_000), record(2, 1_790_000_999_000, 99.5), record(3, 1_790_000_000_000)], later
+    )
     assert (counts.inserted, counts.updated, counts.unchanged) == (1, 1, 1)
     assert sorted(r["id"] for r in changed) == [2, 3]
     rows = stored(engine)

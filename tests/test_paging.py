@@ -13,8 +13,9 @@ from sync.schedule import Task
 from sync.windows import Window
 from tests.conftest import settings_for
 
-RULES = PagingRules(ZoneInfo("Asia/Kolkata"), "date", True, page_size=10, split_offset=10_000,
-                    min_slice=timedelta(minutes=1))
+RULES = PagingRules(
+    ZoneInfo("Asia/Kolkata"), "date", True, page_size=10, split_offset=10_000, min_slice=timedelta(minutes=1)
+)
 WINDOW = Window(datetime(2026, 11, 1, 18, 30, tzinfo=UTC), datetime(2026, 11, 2, 18, 30, tzinfo=UTC))
 TASK = Task(WINDOW, WINDOW.end, None, "backfill")
 
@@ -32,7 +33,7 @@ def test_a_server_that_ignores_offset_stops_the_run_instead_of_looping(serve, co
 
 def test_a_capped_server_is_paged_to_the_empty_page(serve, connect):
     everything = orders(range(23))
-    url = serve(lambda body: everything[int(body["offset"]):][:4])  # asks for 10, silently gets 4
+    url = serve(lambda body: everything[int(body["offset"]) :][:4])  # asks for 10, silently gets 4
     events = list(scan_window(connect(settings_for(url)), TASK, RULES))
     pages = [e for e in events if isinstance(e, PageFetched)]
     assert [r["id"] for p in pages for r in p.records] == list(range(23))
@@ -47,7 +48,7 @@ def test_rows_pushed_back_by_arrivals_are_not_doubled_and_the_tail_ends_the_wind
     def newest_first_with_arrivals(body: dict) -> list[dict]:
         served["count"] += 1
         arrived = orders(range(1000, 1000 + 2 * served["count"]))[::-1]  # two new orders per request
-        return (arrived + base)[int(body["offset"]):][:10]
+        return (arrived + base)[int(body["offset"]) :][:10]
 
     url = serve(newest_first_with_arrivals)
     events = list(scan_window(connect(settings_for(url)), TASK, RULES))

@@ -172,9 +172,7 @@ def test_a_second_process_cannot_sync_the_same_account_at_once(emulator, engine:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_deep_window_is_split_when_datetime_bounds_allow(start_emulator, engine: Engine, connect, database_url):
     emu, serving = start_emulator(orders=900, days=2)
-    settings = settings_for(
-        serving.url, database_url, date_format="datetime", split_offset=120, page_size=40
-    )
+    settings = settings_for(serving.url, database_url, date_format="datetime", split_offset=120, page_size=40)
     result = backfill(engine, connect(settings), settings, FIRST)
     assert_equals_truth(engine, emu.store.truth())
     with engine.connect() as conn:
@@ -186,7 +184,9 @@ def test_a_deep_window_is_split_when_datetime_bounds_allow(start_emulator, engin
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("method,end_inclusive", [("GET", True), ("POST", False)])
-def test_get_with_body_and_exclusive_end_dates_work(start_emulator, engine: Engine, connect, method, end_inclusive, database_url):
+def test_get_with_body_and_exclusive_end_dates_work(
+    start_emulator, engine: Engine, connect, method, end_inclusive, database_url
+):
     emu, serving = start_emulator(end_inclusive=end_inclusive)
     settings = settings_for(serving.url, database_url, http_method=method, end_inclusive=end_inclusive)
     backfill(engine, connect(settings), settings, FIRST)
@@ -202,15 +202,24 @@ def test_an_order_stamped_in_the_future_does_not_hide_later_changes(serve, engin
 
     def answer(body: dict) -> list[dict]:
         low = datetime.combine(date.fromisoformat(body["createStartDate"]), datetime.min.time(), zone)
-        high = datetime.combine(date.fromisoformat(body["createEndDate"]) + timedelta(days=1), datetime.min.time(), zone)
-        rows = sorted((r for r in served.values() if to_ms(low) <= r["createDate"] < to_ms(high)), key=lambda r: r["id"])
-        return rows[int(body["offset"]):][: int(body["limit"])]
+        high = datetime.combine(
+            date.fromisoformat(body["createEndDate"]) + timedelta(days=1), datetime.min.time(), zone
+        )
+        rows = sorted(
+            (r for r in served.values() if to_ms(low) <= r["createDate"] < to_ms(high)), key=lambda r: r["id"]
+        )
+        return rows[int(body["offset"]) :][: int(body["limit"])]
 
     t0 = datetime(2024, 5, 3, 6, 0, tzinfo=UTC)
 
     def order(order_id: int, created: datetime, modified: datetime, remarks: str = "") -> None:
-        served[order_id] = {"id": order_id, "cmId": 1000298, "createDate": to_ms(created),
-                            "lastModificationTime": to_ms(modified), "remarks": remarks}
+        served[order_id] = {
+            "id": order_id,
+            "cmId": 1000298,
+            "createDate": to_ms(created),
+            "lastModificationTime": to_ms(modified),
+            "remarks": remarks,
+        }
 
     order(1, t0 - timedelta(days=1), t0 - timedelta(days=1), "v1")
     order(2, t0 - timedelta(days=2), t0 + timedelta(hours=5, minutes=30), "stamped as if IST were UTC")
@@ -229,7 +238,11 @@ def test_records_no_column_can_hold_are_rejected_and_the_good_ones_beside_them_s
     serve, engine: Engine, database_url, connect
 ):
     now = datetime.now(UTC)
-    base = {"cmId": 1000298, "createDate": to_ms(now - timedelta(days=1)), "lastModificationTime": to_ms(now - timedelta(days=1))}
+    base = {
+        "cmId": 1000298,
+        "createDate": to_ms(now - timedelta(days=1)),
+        "lastModificationTime": to_ms(now - timedelta(days=1)),
+    }
     page = [
         {**base, "id": 1, "remarks": "good"},
         {**base, "id": 2, "productQuantity": 3_000_000_000},
@@ -238,7 +251,7 @@ def test_records_no_column_can_hold_are_rejected_and_the_good_ones_beside_them_s
         {**base, "id": 5, "extra": {"deep": "\x00"}},
         {**base, "id": 6, "remarks": "also good"},
     ]
-    url = serve(lambda body: page[int(body["offset"]):][: int(body["limit"])])
+    url = serve(lambda body: page[int(body["offset"]) :][: int(body["limit"])])
     settings = settings_for(url, database_url)
     result = backfill(engine, connect(settings), settings, date.today() - timedelta(days=3))
     assert result.outcome == "success"

@@ -12,8 +12,9 @@ from sync.windows import DAY, Window, windows_between
 IST = ZoneInfo("Asia/Kolkata")
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 TODAY = date(2026, 11, 29)
-SCHEDULE = Schedule(size=DAY, zone=IST, lookback=timedelta(days=7), overlap_windows=1, rescan_factor=0.25,
-                    horizon=timedelta(days=90))
+SCHEDULE = Schedule(
+    size=DAY, zone=IST, lookback=timedelta(days=7), overlap_windows=1, rescan_factor=0.25, horizon=timedelta(days=90)
+)
 
 
 def ledger(first: date, last: date, scanned_at: datetime, open_last: bool = True) -> dict[datetime, LedgerEntry]:
@@ -71,8 +72,11 @@ def test_a_scan_in_progress_is_resumed_where_it_stopped():
     nominal = Window(windows_end(TODAY - timedelta(days=3)), windows_end(TODAY - timedelta(days=2)))
     progress = Progress(NOW - timedelta(hours=1), nominal.end, None, None, nominal, 400, 400, 400, None)
     entries = {nominal.start: LedgerEntry(nominal, None, None, None, None, progress)}
-    [task] = [t for t in plan_backfill(TODAY - timedelta(days=3), TODAY - timedelta(days=2), entries, SCHEDULE, NOW)
-              if t.nominal == nominal]
+    [task] = [
+        t
+        for t in plan_backfill(TODAY - timedelta(days=3), TODAY - timedelta(days=2), entries, SCHEDULE, NOW)
+        if t.nominal == nominal
+    ]
     assert task.reason == "resume" and task.resume is progress
     reconcile = [t for t in plan_reconcile(TODAY - timedelta(days=3), entries, SCHEDULE, NOW) if t.nominal == nominal]
     assert reconcile[0].resume is None, "reconcile reads everything again"
@@ -82,8 +86,10 @@ def test_backfill_skips_finished_windows_unless_asked_to_refetch():
     entries = ledger(TODAY - timedelta(days=10), TODAY - timedelta(days=5), NOW, open_last=False)
     tasks = plan_backfill(TODAY - timedelta(days=10), TODAY - timedelta(days=1), entries, SCHEDULE, NOW)
     assert [t.nominal.label(IST) for t in tasks] == [(TODAY - timedelta(days=d)).isoformat() for d in range(4, 0, -1)]
-    assert len(plan_backfill(TODAY - timedelta(days=10), TODAY - timedelta(days=1), entries, SCHEDULE, NOW,
-                             refetch=True)) == 10
+    assert (
+        len(plan_backfill(TODAY - timedelta(days=10), TODAY - timedelta(days=1), entries, SCHEDULE, NOW, refetch=True))
+        == 10
+    )
 
 
 def test_a_pause_longer_than_the_start_offset_leaves_no_gap():
@@ -99,5 +105,6 @@ def test_ledger_rows_of_another_width_do_not_count_as_read():
     first = TODAY - timedelta(days=10)
     entries = ledger(first, first, NOW, open_last=False)
     tasks = plan_backfill(first, first + timedelta(days=1), entries, two_days, NOW)
-    assert [(t.nominal.start, t.nominal.end) for t in tasks] == [(windows_end(first - timedelta(days=1)),
-                                                                 windows_end(first + timedelta(days=1)))]
+    assert [(t.nominal.start, t.nominal.end) for t in tasks] == [
+        (windows_end(first - timedelta(days=1)), windows_end(first + timedelta(days=1)))
+    ]

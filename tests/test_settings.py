@@ -29,7 +29,10 @@ def test_defaults_follow_the_contract(account_env):
     s = load_settings()
     assert s.base_url == "https://acme.kapturecrm.com"
     assert (s.timezone, s.database_url, s.lookback_days, s.window) == (
-        "Asia/Kolkata", "sqlite:///data/kapture.db", 7, timedelta(days=1)
+        "Asia/Kolkata",
+        "sqlite:///data/kapture.db",
+        7,
+        timedelta(days=1),
     )
     assert s.authorization.get_secret_value() == "Basic dTpwNHNzLVNFQ1JFVA=="
     assert "p4ss-SECRET" not in repr(s) and "dTpw" not in repr(s)
@@ -37,7 +40,7 @@ def test_defaults_follow_the_contract(account_env):
 
 def test_flag_beats_environment_beats_file_beats_default(account_env, tmp_path: Path):
     config = tmp_path / "k.toml"
-    config.write_text('[sync]\nlookback_days = 3\npage_size = 250\n[kapture]\ncm_id = 5\n')
+    config.write_text("[sync]\nlookback_days = 3\npage_size = 250\n[kapture]\ncm_id = 5\n")
     account_env.delenv("KAPTURE_CM_ID")
     account_env.setenv("KAPTURE_SYNC_LOOKBACK_DAYS", "4")
     s = load_settings({"page_size": 500}, config)

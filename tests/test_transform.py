@@ -13,9 +13,17 @@ from sync.transform import RAW_JSON, Rejection, record_key, to_row
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 GOOD = {
-    "id": 23518265, "cmId": 1000298, "customerId": 191696570, "createDate": 1715149492000,
-    "lastModificationTime": 1715149493000, "productValue": 1499.5, "discount": 0, "remarks": "café ✓",
-    "invoiceSent": False, "productQuantity": 2, "deliveryStatus": "AP",
+    "id": 23518265,
+    "cmId": 1000298,
+    "customerId": 191696570,
+    "createDate": 1715149492000,
+    "lastModificationTime": 1715149493000,
+    "productValue": 1499.5,
+    "discount": 0,
+    "remarks": "café ✓",
+    "invoiceSent": False,
+    "productQuantity": 2,
+    "deliveryStatus": "AP",
 }
 
 

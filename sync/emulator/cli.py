@@ -34,32 +34,74 @@ def _parse_fault(text: str) -> tuple[str, float]:
 @click.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--orders", default=_DEFAULTS.orders, show_default=True, type=click.IntRange(0), help="Orders generated at start.")
-@click.option("--days", default=_DEFAULTS.days, show_default=True, type=click.IntRange(1), help="Create dates span the last D days.")
+@click.option(
+    "--orders", default=_DEFAULTS.orders, show_default=True, type=click.IntRange(0), help="Orders generated at start."
+)
+@click.option(
+    "--days",
+    default=_DEFAULTS.days,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Create dates span the last D days.",
+)
 @click.option("--seed", default=_DEFAULTS.seed, show_default=True, type=int, help="Same seed, same orders.")
 @click.option("--username", default=_DEFAULTS.username, show_default=True)
 @click.option("--password", default=_DEFAULTS.password, show_default=True)
-@click.option("--cm-id", default=_DEFAULTS.cm_id, show_default=True, type=click.IntRange(1), help="The account id (cmId).")
+@click.option(
+    "--cm-id", default=_DEFAULTS.cm_id, show_default=True, type=click.IntRange(1), help="The account id (cmId)."
+)
 @click.option("--timezone", default=_DEFAULTS.timezone, show_default=True, help="IANA zone date filters are read in.")
-@click.option("--new-per-minute", default=0.0, show_default=True, type=click.FloatRange(0), help="New orders per minute.")
+@click.option(
+    "--new-per-minute", default=0.0, show_default=True, type=click.FloatRange(0), help="New orders per minute."
+)
 @click.option("--edits-per-minute", default=0.0, show_default=True, type=click.FloatRange(0), help="Edits per minute.")
-@click.option("--old-edit-fraction", default=_DEFAULTS.old_edit_fraction, show_default=True,
-              type=click.FloatRange(0, 1), help="Share of edits on orders older than 7 days.")
-@click.option("--malformed-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of generated orders that are malformed.")
+@click.option(
+    "--old-edit-fraction",
+    default=_DEFAULTS.old_edit_fraction,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of edits on orders older than 7 days.",
+)
+@click.option(
+    "--malformed-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of generated orders that are malformed.",
+)
 @click.option("--limit-cap", default=None, type=click.IntRange(1), help="Silently serve at most N orders per page.")
-@click.option("--default-limit", default=_DEFAULTS.default_limit, show_default=True, type=click.IntRange(1),
-              help="Page size when the request's limit is empty.")
+@click.option(
+    "--default-limit",
+    default=_DEFAULTS.default_limit,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Page size when the request's limit is empty.",
+)
 @click.option("--newest-first", is_flag=True, help="Order pages by createDate descending.")
 @click.option("--latency-ms", default=0.0, show_default=True, type=click.FloatRange(0), help="Added to every pull.")
-@click.option("--slow-seconds", default=5.0, show_default=True, type=click.FloatRange(0),
-              help="How long a timeout fault holds the answer.")
+@click.option(
+    "--slow-seconds",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="How long a timeout fault holds the answer.",
+)
 @click.option("--retry-after", default=1, show_default=True, type=click.IntRange(0), help="Retry-After sent with 429.")
-@click.option("--auth-failure-status", default=200, show_default=True, type=click.IntRange(100, 599),
-              help="HTTP status sent with failed bodies.")
+@click.option(
+    "--auth-failure-status",
+    default=200,
+    show_default=True,
+    type=click.IntRange(100, 599),
+    help="HTTP status sent with failed bodies.",
+)
 @click.option("--end-exclusive", is_flag=True, help="createEndDate excludes the instant it names.")
-@click.option("--fault", "faults", multiple=True, metavar="KIND=RATE",
-              help=f"Per-request fault probability; KIND in {', '.join(FAULT_KINDS)}. Repeatable.")
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND=RATE",
+    help=f"Per-request fault probability; KIND in {', '.join(FAULT_KINDS)}. Repeatable.",
+)
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 def emulator_command(
     host: str,
@@ -89,17 +131,31 @@ def emulator_command(
     """Serve a local server that behaves like Kapture's Pull Order API."""
     try:
         config = EmulatorConfig(
-            orders=orders, days=days, seed=seed, username=username, password=password, cm_id=cm_id,
-            timezone=timezone, auth_failure_status=auth_failure_status, default_limit=default_limit,
-            end_inclusive=not end_exclusive, new_orders_per_minute=new_per_minute,
-            edits_per_minute=edits_per_minute, old_edit_fraction=old_edit_fraction, malformed_rate=malformed_rate,
+            orders=orders,
+            days=days,
+            seed=seed,
+            username=username,
+            password=password,
+            cm_id=cm_id,
+            timezone=timezone,
+            auth_failure_status=auth_failure_status,
+            default_limit=default_limit,
+            end_inclusive=not end_exclusive,
+            new_orders_per_minute=new_per_minute,
+            edits_per_minute=edits_per_minute,
+            old_edit_fraction=old_edit_fraction,
+            malformed_rate=malformed_rate,
         )
         rates = dict(_parse_fault(text) for text in faults)
         emulator = Emulator(config)
         emulator.faults.update(
             {
-                "rates": rates, "limit_cap": limit_cap, "newest_first": newest_first, "latency_ms": latency_ms,
-                "slow_seconds": slow_seconds, "retry_after_seconds": retry_after,
+                "rates": rates,
+                "limit_cap": limit_cap,
+                "newest_first": newest_first,
+                "latency_ms": latency_ms,
+                "slow_seconds": slow_seconds,
+                "retry_after_seconds": retry_after,
             }
         )
     except ValueError as exc:

@@ -194,16 +194,12 @@ def generate_orders(
     bad_rng = random.Random(config.seed * 7_919 + 1)  # separate stream: malformed_rate leaves good data alone
     span = config.days * DAY_MS
     creates = sorted(
-        max(now_ms - span, (now_ms - int(span * rng.random() ** 1.25)) // 1000 * 1000)
-        for _ in range(config.orders)
+        max(now_ms - span, (now_ms - int(span * rng.random() ** 1.25)) // 1000 * 1000) for _ in range(config.orders)
     )
     order_id = FIRST_ORDER_ID
     for create_ms in creates:
         order_id += rng.randint(1, 7)
-        if rng.random() < 0.55:
-            modified_ms = create_ms
-        else:
-            modified_ms = create_ms + int((now_ms - create_ms) * rng.random() ** 3)
+        modified_ms = create_ms if rng.random() < 0.55 else create_ms + int((now_ms - create_ms) * rng.random() ** 3)
         record = factory.order(order_id, create_ms, modified_ms)
         kind = None
         if config.malformed_rate > 0 and bad_rng.random() < config.malformed_rate:

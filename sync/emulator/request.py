@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -23,14 +23,46 @@ SUPPORTED_FILTERS: Final = ("createStartDate", "createEndDate", "customerIds", "
 # rather than silently ignored, so a client never mistakes an unfiltered page for a filtered one.
 UNSUPPORTED_FILTERS: Final = frozenset(
     {
-        "name", "phone", "email", "leadIdStr", "enquiryIds", "clientReferenceIds", "erpOrderId",
-        "bookingStatus", "bookingSubStatus", "bookingStartDate", "bookingEndDate", "creatorIdStr",
-        "assignIdStr", "zoneIdStr", "blockId", "unitId", "approvalDesignationIds", "agreementStartDate",
-        "agreementEndDate", "erpInvoiceId", "generationStartDate", "generationEndDate",
-        "nextFollowupStartDate", "nextFollowupEndDate", "lastFollowupStartDate", "lastFollowupEndDate",
-        "expectedClosureStartDate", "expectedClosureEndDate", "statusStr", "subStatusStr",
-        "creatorOrAssignedIdStr", "assignToIdsStr", "notAssignToIdsStr", "country", "city", "state",
-        "leadPriorityStr", "secondarySourceId", "approvedIds", "pricingStatus",
+        "name",
+        "phone",
+        "email",
+        "leadIdStr",
+        "enquiryIds",
+        "clientReferenceIds",
+        "erpOrderId",
+        "bookingStatus",
+        "bookingSubStatus",
+        "bookingStartDate",
+        "bookingEndDate",
+        "creatorIdStr",
+        "assignIdStr",
+        "zoneIdStr",
+        "blockId",
+        "unitId",
+        "approvalDesignationIds",
+        "agreementStartDate",
+        "agreementEndDate",
+        "erpInvoiceId",
+        "generationStartDate",
+        "generationEndDate",
+        "nextFollowupStartDate",
+        "nextFollowupEndDate",
+        "lastFollowupStartDate",
+        "lastFollowupEndDate",
+        "expectedClosureStartDate",
+        "expectedClosureEndDate",
+        "statusStr",
+        "subStatusStr",
+        "creatorOrAssignedIdStr",
+        "assignToIdsStr",
+        "notAssignToIdsStr",
+        "country",
+        "city",
+        "state",
+        "leadPriorityStr",
+        "secondarySourceId",
+        "approvedIds",
+        "pricingStatus",
     }
     | {f"attr{i}" for i in range(1, 16)}
 )
@@ -40,7 +72,7 @@ DATE_FORMATS: Final = "'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'"
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _DATETIME_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 _DIGITS_RE: Final = re.compile(r"\d{1,30}", re.ASCII)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import ipaddress
 import re
@@ -90,10 +91,8 @@ class EmulatorServer(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection broke mid-request: drop it quietly, keep serving the others."""
@@ -155,10 +154,8 @@ class PullHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         except Exception:  # a bug must cost one request, not the server
             self.close_connection = True
-            try:
+            with contextlib.suppress(Exception):
                 self._send_json(500, {"message": "Emulator error", "status": "failed"})
-            except Exception:
-                pass
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -211,8 +208,11 @@ class PullHandler(BaseHTTPRequestHandler):
         elif path == ENDPOINT_PATH and self.command in ("GET", "POST"):
             self._pull(body)
         elif path == ENDPOINT_PATH:
-            self._send_json(405, {"message": f"{self.command} not allowed; use POST or GET", "status": "failed"},
-                            {"Allow": "GET, POST"})
+            self._send_json(
+                405,
+                {"message": f"{self.command} not allowed; use POST or GET", "status": "failed"},
+                {"Allow": "GET, POST"},
+            )
         else:
             self._send_json(404, {"message": "Not found", "status": "failed"})
 
@@ -268,8 +268,11 @@ class PullHandler(BaseHTTPRequestHandler):
         if fault == "timeout":
             time.sleep(faults.slow_seconds)
         if fault == "429":
-            self._send_json(429, {"message": "Too many requests", "status": "failed"},
-                            {"Retry-After": str(faults.retry_after_seconds)})
+            self._send_json(
+                429,
+                {"message": "Too many requests", "status": "failed"},
+                {"Retry-After": str(faults.retry_after_seconds)},
+            )
             return
         if fault == "500":
             self._send_json(500, {"message": "Internal Server Error", "status": "failed"})

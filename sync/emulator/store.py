@@ -156,7 +156,8 @@ class OrderStore:
                 keys = sorted(
                     (entries[k].sort_ms, k)
                     for k in wanted
-                    if k in entries and (start_ms is None or entries[k].sort_ms >= start_ms)
+                    if k in entries
+                    and (start_ms is None or entries[k].sort_ms >= start_ms)
                     and (end_ms is None or entries[k].sort_ms < end_ms)
                 )
                 matches = [entries[k] for _, k in keys]

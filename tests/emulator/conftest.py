@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,12 +17,18 @@ CM_ID = 1000298
 
 
 def local_ms(
-    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, ms: int = 0,
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    ms: int = 0,
     zone: str = "Asia/Kolkata",
 ) -> int:
     """Epoch ms of a wall-clock time in `zone`."""
     moment = datetime(year, month, day, hour, minute, second, ms * 1000, tzinfo=ZoneInfo(zone))
-    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 class PullClient:

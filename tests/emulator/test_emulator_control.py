@@ -124,14 +124,18 @@ def test_control_surface_is_only_answered_on_loopback():
             assert local.get("/_emulator/truth").status_code == 200
             # the API itself is served to everyone
             body = {"cmId": CM_ID, "createStartDate": "2000-01-01"}
-            assert len(remote.post(Emulator.endpoint_path, json=body, auth=("demo", "demo")).json()["order_details"]) == 5
+            assert (
+                len(remote.post(Emulator.endpoint_path, json=body, auth=("demo", "demo")).json()["order_details"]) == 5
+            )
         finally:
             remote.close()
             local.close()
 
 
 def test_live_ticker_creates_and_edits_orders_over_time(serve):
-    config = EmulatorConfig(orders=300, days=20, new_orders_per_minute=1200, edits_per_minute=1800, old_edit_fraction=0.3)
+    config = EmulatorConfig(
+        orders=300, days=20, new_orders_per_minute=1200, edits_per_minute=1800, old_edit_fraction=0.3
+    )
     emulator, client = serve(config)
     before = {o["id"]: o for o in emulator.store.truth()}
     deadline = time.monotonic() + 5
@@ -162,7 +166,10 @@ def _start_cli(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
     code = "from sync.emulator.cli import emulator_command; emulator_command()"
     process = subprocess.Popen(
         [sys.executable, "-c", code, "--port", "0", "--orders", "30", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
     lines = [process.stdout.readline() for _ in range(4)]
@@ -176,7 +183,9 @@ def test_cli_prints_url_and_env_lines_serves_and_exits_0_on_sigterm():
         assert "(cm_id=777, user=ops)" in lines[0]
         url = lines[0].split("listening on ")[1].split()[0]
         assert lines[1:] == [
-            f"export KAPTURE_BASE_URL={url}\n", "export KAPTURE_USERNAME=ops\n", "export KAPTURE_PASSWORD=demo\n",
+            f"export KAPTURE_BASE_URL={url}\n",
+            "export KAPTURE_USERNAME=ops\n",
+            "export KAPTURE_PASSWORD=demo\n",
         ]
         body = {"cmId": 777, "createStartDate": "2000-01-01", "limit": 10}
         response = httpx.post(url + Emulator.endpoint_path, json=body, auth=("ops", "demo"), timeout=5)
@@ -193,7 +202,9 @@ def test_cli_never_prints_a_custom_password_applies_fault_rates_and_stops_on_sig
         assert "export KAPTURE_CM_ID=1000298\n" in lines
         url = lines[0].split("listening on ")[1].split()[0]
         body = {"cmId": CM_ID, "createStartDate": "2000-01-01"}
-        assert httpx.post(url + Emulator.endpoint_path, json=body, auth=("demo", "hunter2"), timeout=5).status_code == 503
+        assert (
+            httpx.post(url + Emulator.endpoint_path, json=body, auth=("demo", "hunter2"), timeout=5).status_code == 503
+        )
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 0
@@ -202,6 +213,7 @@ def test_cli_never_prints_a_custom_password_applies_fault_rates_and_stops_on_sig
 
 def test_cli_rejects_a_bad_fault_option():
     code = "from sync.emulator.cli import emulator_command; emulator_command()"
-    result = subprocess.run([sys.executable, "-c", code, "--fault", "teapot=0.5"], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "--fault", "teapot=0.5"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2 and "KIND=RATE" in result.stderr

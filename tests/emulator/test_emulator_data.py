@@ -164,9 +164,13 @@ def test_malformed_rate_breaks_about_that_share_of_generated_orders():
     orders = store(orders=2000, malformed_rate=0.1).truth()
     documented = {f.api for f in ORDER_FIELDS}
     broken = [
-        o for o in orders
-        if "id" not in o or o["createDate"] is None or o["lastModificationTime"] is None
-        or isinstance(o["customerId"], str) or set(o) - documented
+        o
+        for o in orders
+        if "id" not in o
+        or o["createDate"] is None
+        or o["lastModificationTime"] is None
+        or isinstance(o["customerId"], str)
+        or set(o) - documented
     ]
     assert 120 <= len(broken) <= 280
     # the well-formed remainder is unchanged by the malformed stream

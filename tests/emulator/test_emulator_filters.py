@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,9 +12,11 @@ from sync.emulator import EmulatorConfig
 CM_ID = 1000298
 
 
-def local_ms(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0, ms: int = 0, zone: str = "Asia/Kolkata") -> int:
+def local_ms(
+    y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0, ms: int = 0, zone: str = "Asia/Kolkata"
+) -> int:
     moment = datetime(y, mo, d, h, mi, s, ms * 1000, tzinfo=ZoneInfo(zone))
-    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 # Orders placed on and around 2020-03-15 (IST), far from the generated ones (the last 20 days).
@@ -41,14 +43,19 @@ def labels(client, placed: dict[int, str], **filters) -> set[str]:
 
 def test_boundary_times_are_what_the_test_thinks():
     # 2020-03-15 00:00 IST is 2020-03-14 18:30 UTC
-    assert BOUNDARY_TIMES["15th midnight"] == int(datetime(2020, 3, 14, 18, 30, tzinfo=timezone.utc).timestamp()) * 1000
+    assert BOUNDARY_TIMES["15th midnight"] == int(datetime(2020, 3, 14, 18, 30, tzinfo=UTC).timestamp()) * 1000
 
 
 def test_date_only_window_is_the_whole_day_in_kolkata_when_end_is_inclusive(emu):
     emulator, client = emu
     placed = place(emulator)
     assert labels(client, placed, createStartDate="2020-03-15", createEndDate="2020-03-15") == {
-        "15th midnight", "15th 11:59:59.999", "15th noon", "15th noon .999", "15th 12:00:01", "15th last ms",
+        "15th midnight",
+        "15th 11:59:59.999",
+        "15th noon",
+        "15th noon .999",
+        "15th 12:00:01",
+        "15th last ms",
     }
     assert labels(client, placed, createStartDate="2020-03-16", createEndDate="2020-03-16") == {"16th midnight"}
     assert labels(client, placed, createStartDate="2020-03-14", createEndDate="2020-03-14") == {"14th last ms"}
@@ -59,14 +66,17 @@ def test_datetime_bounds_when_end_is_inclusive(emu):
     placed = place(emulator)
     # start is inclusive to the millisecond; an inclusive datetime end covers its whole second
     assert labels(client, placed, createStartDate="2020-03-15 12:00:00", createEndDate="2020-03-15 12:00:00") == {
-        "15th noon", "15th noon .999",
+        "15th noon",
+        "15th noon .999",
     }
     assert labels(client, placed, createStartDate="2020-03-15 00:00:00", createEndDate="2020-03-15 11:59:59") == {
-        "15th midnight", "15th 11:59:59.999",
+        "15th midnight",
+        "15th 11:59:59.999",
     }
     # mixing formats
     assert labels(client, placed, createStartDate="2020-03-15 12:00:01", createEndDate="2020-03-15") == {
-        "15th 12:00:01", "15th last ms",
+        "15th 12:00:01",
+        "15th last ms",
     }
 
 
@@ -75,10 +85,16 @@ def test_end_exclusive_mode_excludes_the_instant_named(serve):
     placed = place(emulator)
     assert labels(client, placed, createStartDate="2020-03-15", createEndDate="2020-03-15") == set()
     assert labels(client, placed, createStartDate="2020-03-15", createEndDate="2020-03-16") == {
-        "15th midnight", "15th 11:59:59.999", "15th noon", "15th noon .999", "15th 12:00:01", "15th last ms",
+        "15th midnight",
+        "15th 11:59:59.999",
+        "15th noon",
+        "15th noon .999",
+        "15th 12:00:01",
+        "15th last ms",
     }
     assert labels(client, placed, createStartDate="2020-03-15 00:00:00", createEndDate="2020-03-15 12:00:00") == {
-        "15th midnight", "15th 11:59:59.999",
+        "15th midnight",
+        "15th 11:59:59.999",
     }
 
 
@@ -95,10 +111,16 @@ def test_dates_are_read_in_the_configured_zone(serve):
     placed = place(emulator)
     # 00:00 IST on the 15th is 18:30 UTC on the 14th
     assert labels(client, placed, createStartDate="2020-03-14", createEndDate="2020-03-14") == {
-        "14th last ms", "15th midnight",
+        "14th last ms",
+        "15th midnight",
     }
     assert labels(client, placed, createStartDate="2020-03-15", createEndDate="2020-03-15") == {
-        "15th 11:59:59.999", "15th noon", "15th noon .999", "15th 12:00:01", "15th last ms", "16th midnight",
+        "15th 11:59:59.999",
+        "15th noon",
+        "15th noon .999",
+        "15th 12:00:01",
+        "15th last ms",
+        "16th midnight",
     }
 
 
@@ -169,8 +191,9 @@ def test_paging_every_day_window_yields_the_truth_exactly_once(serve):
     while day <= today:
         offset = 0
         while True:
-            page = client.pull(createStartDate=day.isoformat(), createEndDate=day.isoformat(), limit="97",
-                               offset=str(offset))
+            page = client.pull(
+                createStartDate=day.isoformat(), createEndDate=day.isoformat(), limit="97", offset=str(offset)
+            )
             requests += 1
             seen.extend(page)
             offset += len(page)

@@ -15,7 +15,9 @@ from sync.emulator import Emulator, EmulatorConfig
 
 CM_ID = 1000298
 GOOD = {"cmId": CM_ID, "createStartDate": "2000-01-01", "limit": "3"}
-FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 class Target:
@@ -69,8 +71,19 @@ def test_random_bytes(target, payload):
 
 METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "BREW", "get", "P\x00ST", ""])
 PATHS = st.one_of(
-    st.sampled_from([Emulator.endpoint_path, "/_emulator/truth", "/_emulator/faults", "/_emulator/orders", "/", "*",
-                     Emulator.endpoint_path + "?x=1", "//" + "a" * 5000, "http://evil/x"]),
+    st.sampled_from(
+        [
+            Emulator.endpoint_path,
+            "/_emulator/truth",
+            "/_emulator/faults",
+            "/_emulator/orders",
+            "/",
+            "*",
+            Emulator.endpoint_path + "?x=1",
+            "//" + "a" * 5000,
+            "http://evil/x",
+        ]
+    ),
     st.text(max_size=50).map(lambda t: "/" + t),
 )
 HEADER_VALUES = st.one_of(
@@ -99,18 +112,41 @@ def test_random_requests(target, method, path, headers, body, version):
 
 
 JSON_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20), st.sampled_from(["", "2024-05-08", "2024-05-08 10:00:00", "1,2,3", "-1", "9" * 40]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.sampled_from(["", "2024-05-08", "2024-05-08 10:00:00", "1,2,3", "-1", "9" * 40]),
 )
-JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 KEYS = st.sampled_from(
-    ["cmId", "createStartDate", "createEndDate", "customerIds", "orderIds", "limit", "offset", "sortParam", "viewId",
-     "name", "x"]
+    [
+        "cmId",
+        "createStartDate",
+        "createEndDate",
+        "customerIds",
+        "orderIds",
+        "limit",
+        "offset",
+        "sortParam",
+        "viewId",
+        "name",
+        "x",
+    ]
 )
 
 
 @FUZZ
-@given(fields=st.dictionaries(KEYS, JSON_VALUES, max_size=6), keep_cm_id=st.booleans(), method=st.sampled_from(["GET", "POST"]))
+@given(
+    fields=st.dictionaries(KEYS, JSON_VALUES, max_size=6),
+    keep_cm_id=st.booleans(),
+    method=st.sampled_from(["GET", "POST"]),
+)
 def test_random_json_fields_get_a_success_or_a_failed_body(target, fields, keep_cm_id, method):
     body = {"cmId": CM_ID, **fields} if keep_cm_id else fields
     response = target.client.request(method, Emulator.endpoint_path, content=orjson.dumps(body))

@@ -109,8 +109,23 @@ def test_vendor_curl_body_with_a_customer_filter_is_accepted(emu):
     """The vendor's own example: every field present, all strings, only customerIds set."""
     emulator, client = emu
     customer = emulator.store.truth()[0]["customerId"]
-    body = {key: "" for key in ("name", "phone", "email", "leadIdStr", "enquiryIds", "createStartDate",
-                                "createEndDate", "orderIds", "sortParam", "limit", "offset", "attr1")}
+    body = {
+        key: ""
+        for key in (
+            "name",
+            "phone",
+            "email",
+            "leadIdStr",
+            "enquiryIds",
+            "createStartDate",
+            "createEndDate",
+            "orderIds",
+            "sortParam",
+            "limit",
+            "offset",
+            "attr1",
+        )
+    }
     body.update({"cmId": CM_ID, "viewId": "2", "customerIds": str(customer)})
     orders = client.pull(**{k: v for k, v in body.items() if k != "cmId"})
     assert orders and all(order["customerId"] == customer for order in orders)
