@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import click
@@ -103,6 +103,15 @@ def _progress(enabled: bool, label: str) -> Iterator[dict[str, Any]]:
             state["bar"].close()
 
 
+EARLIEST_DAY = date(1990, 1, 1)
+
+
+def _check_day(flag: str, day: datetime, settings: Settings) -> None:
+    """A create date Kapture could hold: not before 1990 (see transform.py), not after today."""
+    if not EARLIEST_DAY <= day.date() <= today_in(settings.zone):
+        raise SettingsError(f"bad setting: {flag} {day.date().isoformat()} is outside 1990-01-01 .. today")
+
+
 def _report(result: RunResult) -> None:
     click.echo(result.summary())
 
@@ -121,6 +130,7 @@ def cli() -> None:
 def backfill_command(first: datetime, last: datetime | None, refetch: bool, **params: Any) -> None:
     """Every order created in the range; killed and restarted, it resumes."""
     settings: Settings = _load(Settings, params)
+    _check_day("--from", first, settings)
     if last is not None and last.date() < first.date():
         raise SettingsError("bad setting: --to is before --from")
     with _kapture(settings) as (engine, client), _progress(sys.stderr.isatty(), "backfill") as hooks:
@@ -142,6 +152,8 @@ def sync_command(**params: Any) -> None:
 def reconcile_command(first: datetime | None, **params: Any) -> None:
     """A full re-scan that reports the changes incremental runs had missed, by age."""
     settings: Settings = _load(Settings, params)
+    if first is not None:
+        _check_day("--from", first, settings)
     with _kapture(settings) as (engine, client), _progress(sys.stderr.isatty(), "reconcile") as hooks:
         result = reconcile(engine, client, settings, first.date() if first else None, **hooks)
     _report(result)

@@ -18,7 +18,7 @@ import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
 
-from sync.errors import CredentialsRejected, KaptureRejected, KaptureUnavailable, TransientError
+from sync.errors import CredentialsRejected, KaptureRejected, KaptureUnavailable, SettingsError, TransientError
 from sync.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -94,6 +94,13 @@ class KaptureClient:
             )
         except httpx.TimeoutException as exc:
             raise TransientError(f"timed out ({type(exc).__name__})") from None
+        except (httpx.LocalProtocolError, UnicodeEncodeError):
+            # Our own request is malformed, most likely a header built from a credential; its text
+            # would quote that header, so it is not repeated.
+            raise SettingsError(
+                "bad setting: the request could not be sent as HTTP; check the credentials for line breaks "
+                "or non-ASCII characters"
+            ) from None
         except httpx.TransportError as exc:
             raise TransientError(f"connection failed ({type(exc).__name__}: {exc})") from None
         except httpx.DecodingError as exc:  # a corrupt compressed body: as good as a truncated one

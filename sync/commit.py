@@ -136,6 +136,8 @@ class PageCommitter:
     def window_done(self, event: WindowScanned) -> Progress:
         now = self.clock()
         progress = self._progress(event.task, now)
+        if not event.proven:  # rows may have been pushed past this read: the next read compares them all
+            progress = replace(progress, watermark=None)
         requests = self.requests_so_far() - self._requests_reported
         with writer(self.engine).begin() as conn:
             finish_window(conn, self.account, event.task.nominal, progress, now)

@@ -116,7 +116,8 @@ def _emulated(orders: int, days: int, database_url: str | None, echo: Callable[[
             f"and {rejected} rejected record(s) with their reasons in `rejected_records`."
         )
         _show_query(engine, echo)
-        echo(f"\ndatabase: {redact(engine.url)}  -  try `kapture-sync status --database-url {settings.database_url}`")
+        shown = redact(engine.url)
+        echo(f"\ndatabase: {shown}  -  try `kapture-sync status --database-url {shown}`")
         engine.dispose()
 
 

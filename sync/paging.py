@@ -49,13 +49,14 @@ class PageFetched:
 @dataclass(frozen=True, slots=True)
 class WindowScanned:
     task: Task
+    proven: bool = True  # False when the end was inferred, not shown by an empty page
 
 
 Event = PageFetched | WindowScanned
 
 
 def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterator[Event]:
-    """Yield each page of one window, then `WindowScanned` once an empty page proves the end."""
+    """Yield each page of one window, then `WindowScanned` once the end of every slice is reached."""
     window = task.window
     if task.resume is not None:
         piece, offset = task.resume.slice, task.resume.offset
@@ -63,7 +64,8 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
         piece, offset = window, 0
     emitted: set[int | str] = set()
     in_piece: set[int | str] = set()
-    pages = stale = widest = 0
+    pages = stale = short_stale = widest = 0
+    proven = True
     warned_deep = False
     while True:
         if offset >= rules.split_offset:
@@ -84,26 +86,21 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
         pages += 1
         if pages > rules.max_pages:
             raise PagingError(f"window {window.label(rules.zone)} exceeded {rules.max_pages} pages; stopping")
-        if not page.records:
-            yield from _next_or_done(task, piece, window)
-            if piece.end >= window.end:
-                return
-            piece, offset, in_piece, widest = _following(piece, window), 0, set(), 0
-            continue
         keys = [record_key(r) for r in page.records]
         widest = max(widest, len(keys))
+        ended = not keys
         if any(k not in in_piece for k in keys):
-            stale = 0
+            stale = short_stale = 0
         elif len(keys) < widest:
             # Orders arriving mid-scan (date-only bounds cannot exclude them) push already-read rows
-            # onto later pages. A short page holds the rest of the list, so if none of it is new,
-            # everything in the window has been read: the scan is complete.
-            yield from _next_or_done(task, piece, window)
-            if piece.end >= window.end:
-                return
-            piece, offset, in_piece, widest = _following(piece, window), 0, set(), 0
-            continue
-        else:
+            # onto later pages, so the tail of such a window may never come back empty. A short page
+            # with nothing new is read past once more; a second one in a row ends the slice, and
+            # the read is marked unproven so that nothing below it is skipped later (see commit.py).
+            short_stale += 1
+            if short_stale >= 2:
+                ended, proven = True, False
+                log.info("window.unproven_end", window=window.label(rules.zone), offset=offset)
+        elif keys:
             stale += 1
             if stale >= rules.max_stale_pages:
                 raise PagingError(
@@ -112,6 +109,12 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
                     "arrive faster than they can be paged (KAPTURE_DATE_FORMAT=datetime lets windows end at a "
                     "fixed time)"
                 )
+        if ended:
+            if piece.end >= window.end:
+                yield WindowScanned(task, proven)
+                return
+            piece, offset, in_piece, widest, short_stale = _following(piece, window), 0, set(), 0, 0
+            continue
         in_piece.update(keys)
         fresh = []
         for key, record in zip(keys, page.records, strict=True):
@@ -120,11 +123,6 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
                 fresh.append(record)
         offset += len(page.records)
         yield PageFetched(task, piece, offset, fresh, len(page.records))
-
-
-def _next_or_done(task: Task, piece: Window, window: Window) -> Iterator[Event]:
-    if piece.end >= window.end:
-        yield WindowScanned(task)
 
 
 def _following(piece: Window, window: Window) -> Window:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sync.client import KaptureClient
 from sync.commit import PageCommitter, RunTotals
 from sync.db import database_problem, ensure_schema
-from sync.errors import DatabaseUnavailable, SyncError
+from sync.errors import DatabaseUnavailable, LeaseHeld, SyncError
 from sync.paging import PageFetched, PagingRules, scan_all
 from sync.prefetch import prefetched
 from sync.schedule import Schedule, Task, plan_backfill, plan_reconcile, plan_sync
@@ -31,6 +31,7 @@ from sync.state import (
     finish_run,
     ledger,
     new_owner,
+    record_refused_run,
     release_lease,
     start_run,
     watermark,
@@ -109,30 +110,36 @@ def execute(
     try:
         ensure_schema(engine)
         now = clock()
-        acquire_lease(engine, account, owner, ttl, now)
+        try:
+            acquire_lease(engine, account, owner, ttl, now)
+        except LeaseHeld as exc:
+            record_refused_run(engine, account, kind, now, str(exc))
+            raise
     except DBAPIError as exc:
         raise DatabaseUnavailable(database_problem(engine, exc)) from None
     try:
         run_id = start_run(engine, account, kind, now, {"window": str(settings.window)})
-        with engine.connect() as conn:
-            tasks = planner(ledger(conn, account), now)
-            start_watermark = watermark(conn, account)
-        if on_plan:
-            on_plan(tasks)
-        log.info("run.start", kind=kind, run_id=run_id, cm_id=account.cm_id, windows=len(tasks))
-        base_requests = client.stats.requests
-        committer = PageCommitter(
-            engine,
-            account,
-            run_id,
-            owner,
-            ttl,
-            clock,
-            lambda: client.stats.requests - base_requests,
-            start_watermark,
-        )
+        tasks: list[Task] = []
+        committer: PageCommitter | None = None
         outcome, error = "failed", None
         try:
+            with engine.connect() as conn:
+                tasks = planner(ledger(conn, account), now)
+                start_watermark = watermark(conn, account)
+            if on_plan:
+                on_plan(tasks)
+            log.info("run.start", kind=kind, run_id=run_id, cm_id=account.cm_id, windows=len(tasks))
+            base_requests = client.stats.requests
+            committer = PageCommitter(
+                engine,
+                account,
+                run_id,
+                owner,
+                ttl,
+                clock,
+                lambda: client.stats.requests - base_requests,
+                start_watermark,
+            )
             with closing(prefetched(scan_all(client, tasks, rules_of(settings)))) as events:
                 for event in events:
                     if isinstance(event, PageFetched):
@@ -162,7 +169,7 @@ def execute(
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            totals = committer.totals
+            totals = committer.totals if committer is not None else RunTotals()
             details = {
                 "window": str(settings.window),
                 "planned_windows": len(tasks),
@@ -201,7 +208,8 @@ def backfill(
     schedule = schedule_of(settings)
 
     def planner(entries: dict[datetime, Any], now: datetime) -> list[Task]:
-        return plan_backfill(first_day, last_day or today_in(settings.zone, now), entries, schedule, now, refetch)
+        today = today_in(settings.zone, now)
+        return plan_backfill(first_day, min(last_day or today, today), entries, schedule, now, refetch)
 
     return execute("backfill", planner, engine, client, settings, **hooks)
 

@@ -143,6 +143,21 @@ class Settings(DatabaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("auth_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _BASE64.match(_bare_token(value.get_secret_value())):
+            raise ValueError("must be the base64 text of user:password (Basic token), on one line")
+        return value
+
+    @field_validator("username", "password")
+    @classmethod
+    def _check_header_safe(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and any(ch in text for ch in "\r\n"):
+            raise ValueError("must not contain a line break")
+        return value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         if self.auth_token is None and not (self.username and self.password):
@@ -162,9 +177,7 @@ class Settings(DatabaseSettings):
     def authorization(self) -> SecretStr:
         """The `Authorization` header value; kept secret so it never lands in a repr or a log."""
         if self.auth_token is not None:
-            token = self.auth_token.get_secret_value().strip()
-            if token.lower().startswith("basic "):
-                token = token[6:].strip()
+            token = _bare_token(self.auth_token.get_secret_value())
         else:
             raw = f"{self.username}:{self.password.get_secret_value() if self.password else ''}"
             token = base64.b64encode(raw.encode()).decode()
@@ -172,6 +185,14 @@ class Settings(DatabaseSettings):
 
     def default_start(self, today: date) -> date:
         return self.start_date or today - timedelta(days=30)
+
+
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def _bare_token(value: str) -> str:
+    """The token without a leading `Basic ` and without the line breaks `base64` wraps long output with."""
+    return "".join(re.sub(r"^\s*basic\s+", "", value, flags=re.IGNORECASE).split())
 
 
 def config_path(explicit: str | Path | None, environ: Mapping[str, str] = os.environ) -> Path | None:

@@ -310,6 +310,23 @@ def start_run(engine: Engine, account: Account, kind: str, now: datetime, detail
         return int(cast(Any, result.inserted_primary_key)[0])
 
 
+def record_refused_run(engine: Engine, account: Account, kind: str, now: datetime, error: str) -> None:
+    """A run that could not start because another holds the account: recorded, and nothing else touched."""
+    with writer(engine).begin() as conn:
+        conn.execute(
+            insert(runs_t).values(
+                cm_id=account.cm_id,
+                stream=account.stream,
+                kind=kind,
+                started_at=now,
+                finished_at=now,
+                outcome="refused",
+                error=error,
+                **{c: 0 for c in RUN_COUNTERS},
+            )
+        )
+
+
 def add_to_run(conn: Connection, run_id: int, counts: Mapping[str, int]) -> None:
     values = {name: runs_t.c[name] + value for name, value in counts.items() if value}
     if values:

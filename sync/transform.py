@@ -93,7 +93,7 @@ def _amount(value: Any) -> Decimal | None:
             number = Decimal(text)
         except InvalidOperation:
             raise BadValue(f"expected a number, got {value!r}") from None
-        if number.is_finite():
+        if number.is_finite() and (number == 0 or number.adjusted() >= -8):
             return number
     raise BadValue(f"expected a number, got {value!r}")
 
@@ -150,9 +150,12 @@ _AS_IS: dict[str, tuple[type, ...]] = {
     "text": (str,),
     "flag": (bool,),
 }
-# Integer columns and the range their SQL type holds (BIGINT, INTEGER).
+# Numeric columns and the magnitude each can hold exactly: BIGINT, INTEGER, and for amounts what
+# SQLite's double keeps to the cent (PostgreSQL's NUMERIC would hold more; both must agree).
+_AMOUNT_LIMIT = 10**15
+_LIMITS = {"id": _INT64, "int": _INT32, "amount": _AMOUNT_LIMIT}
 _RANGES: tuple[tuple[str, str, int], ...] = tuple(
-    (f.api, f.column, _INT64 if f.kind == "id" else _INT32) for f in ORDER_FIELDS if f.kind in ("id", "int")
+    (f.api, f.column, _LIMITS[f.kind]) for f in ORDER_FIELDS if f.kind in _LIMITS
 )
 _PLAN: tuple[tuple[str, str, tuple[type, ...], Callable[[Any], Any]], ...] = tuple(
     (f.api, f.column, _AS_IS[f.kind], _CONVERT[f.kind]) for f in ORDER_FIELDS

@@ -87,7 +87,7 @@ def test_bad_settings_stop_with_one_line_naming_each_value(tmp_path):
 
 @pytest.mark.parametrize("failure_status", [200, 401])
 def test_rejected_credentials_exit_non_zero_write_nothing_and_never_echo_the_secret(
-    start_emulator, postgres_url, tmp_path, failure_status
+    start_emulator, tmp_path, failure_status
 ):
     _, serving = start_emulator(auth_failure_status=failure_status)
     database_url = f"sqlite:///{tmp_path / 'k.db'}"
@@ -231,3 +231,12 @@ def test_the_demo_runs_end_to_end_against_the_emulator(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'demo.db'}")
     assert len(stored(engine)) == held
     engine.dispose()
+
+
+def test_dates_outside_what_kapture_can_hold_are_bad_settings(emulator, tmp_path):
+    _, serving = emulator
+    env = account_env(serving.url, f"sqlite:///{tmp_path / 'k.db'}")
+    done = run_cli("backfill", "--from", "0001-01-01", env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "--from 0001-01-01 is outside" in one_line(done.stderr)
+    future = run_cli("backfill", "--from", FIRST, "--to", "9999-12-31", env=env, cwd=tmp_path)
+    assert future.returncode == 0, future.stderr

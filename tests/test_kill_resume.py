@@ -43,7 +43,7 @@ def _backfill(url: str, database_url: str) -> subprocess.Popen[str]:
 
 def test_sigkilled_backfill_resumes_without_refetching_finished_windows(start_emulator, database_url):
     emu, serving = start_emulator(orders=2400, days=20, seed=5)
-    emu.faults.latency_ms = 15
+    emu.faults.latency_ms = 25
     engine = make_engine(database_url)
     finished = select(func.count(), func.coalesce(func.sum(SyncWindow.order_count), 0)).where(
         SyncWindow.last_scanned_at.is_not(None)
@@ -51,16 +51,15 @@ def test_sigkilled_backfill_resumes_without_refetching_finished_windows(start_em
 
     victim = _backfill(serving.url, database_url)
     deadline = time.monotonic() + 60
-    done_windows = 0
+    mid_window = select(func.count()).where(SyncWindow.progress_offset > 0)
     while time.monotonic() < deadline and victim.poll() is None:
         try:
             with engine.connect() as conn:
-                done_windows = conn.execute(finished).one()[0]
+                if conn.execute(finished).one()[0] >= 8 and conn.execute(mid_window).scalar_one() >= 1:
+                    break  # kill inside a window, after at least one of its pages is committed
         except Exception:  # the schema may not exist yet
-            done_windows = 0
-        if done_windows >= 8:
-            break
-        time.sleep(0.05)
+            pass
+        time.sleep(0.01)
     assert victim.poll() is None, "the backfill finished before it could be killed; slow the emulator down"
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
@@ -69,6 +68,7 @@ def test_sigkilled_backfill_resumes_without_refetching_finished_windows(start_em
         windows_done, orders_done = conn.execute(finished).one()
         in_progress = conn.execute(select(func.count()).where(SyncWindow.progress_started_at.is_not(None))).scalar_one()
     assert windows_done >= 8 and orders_done > 0
+    assert in_progress >= 1, "the kill should land inside a window, to prove a mid-window resume"
     emu.faults.latency_ms = 0
     served_before = emu.stats()["orders_served"]
 

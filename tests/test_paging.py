@@ -55,4 +55,23 @@ def test_rows_pushed_back_by_arrivals_are_not_doubled_and_the_tail_ends_the_wind
     ids = [r["id"] for e in events if isinstance(e, PageFetched) for r in e.records]
     assert len(ids) == len(set(ids)), "a row was emitted twice"
     assert set(range(100, 125)) <= set(ids), "an order that existed before the scan was missed"
-    assert isinstance(events[-1], WindowScanned)
+    assert isinstance(events[-1], WindowScanned) and events[-1].proven is False
+
+
+def test_a_short_page_of_known_rows_is_read_past_so_a_varying_cap_loses_nothing(serve, connect):
+    """Page 2 comes back short (a size cap) and all known (100 orders arrived in front of it)."""
+    base = orders(range(1, 251))
+    requests = {"count": 0}
+
+    def shifting_and_capped(body: dict) -> list[dict]:
+        requests["count"] += 1
+        listing = (orders(range(1000, 1100)) if requests["count"] > 1 else []) + base
+        cap = 60 if requests["count"] == 2 else 100
+        return listing[int(body["offset"]) :][: min(cap, int(body["limit"]))]
+
+    url = serve(shifting_and_capped)
+    rules = PagingRules(ZoneInfo("Asia/Kolkata"), "date", True, 100, 10_000, timedelta(minutes=1))
+    events = list(scan_window(connect(settings_for(url)), TASK, rules))
+    ids = {r["id"] for e in events if isinstance(e, PageFetched) for r in e.records}
+    assert set(range(1, 251)) <= ids, f"{len(set(range(1, 251)) - ids)} orders were never read"
+    assert isinstance(events[-1], WindowScanned) and events[-1].proven is True

@@ -167,6 +167,8 @@ def test_a_second_process_cannot_sync_the_same_account_at_once(emulator, engine:
     with pytest.raises(LeaseHeld, match="otherhost"):
         sync(engine, connect(settings), settings)
     assert stored(engine) == {}
+    [refused] = runs(engine)
+    assert (refused.kind, refused.outcome) == ("sync", "refused") and "otherhost" in refused.error
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -259,3 +261,27 @@ def test_records_no_column_can_hold_are_rejected_and_the_good_ones_beside_them_s
     reasons = sorted(r.reason for r in rejected(engine))
     assert len(reasons) == 4 and any("NUL" in r for r in reasons) and any("out of range" in r for r in reasons)
     assert any(r.raw.get("remarks") == "nul \\u0000 inside" for r in rejected(engine))
+
+
+def test_a_read_that_could_not_prove_its_end_leaves_no_floor(serve, engine: Engine, database_url, connect):
+    """Orders arriving throughout today's window: its read ends unproven, so later reads compare every row."""
+    now = datetime.now(UTC)
+    requests = {"count": 0}
+
+    def arriving(body: dict) -> list[dict]:
+        requests["count"] += 1
+        listing = [
+            {"id": 10_000 + i, "cmId": 1000298, "createDate": to_ms(now), "lastModificationTime": to_ms(now)}
+            for i in range(25 + requests["count"])
+        ]
+        return listing[::-1][int(body["offset"]) :][: int(body["limit"])]
+
+    settings = settings_for(serve(arriving), database_url, page_size=10, start_date=date.today())
+    client = connect(settings)
+    sync(engine, client, settings)
+    sync(engine, client, settings)
+    with engine.connect() as conn:
+        floors = conn.execute(select(SyncWindow.scan_floor)).scalars().all()
+        watermark = conn.execute(select(SyncState.watermark)).scalar_one()
+    assert watermark is not None, "the second read began with a watermark it could have used as a floor"
+    assert floors and all(f is None for f in floors)

@@ -123,3 +123,16 @@ def test_values_of_unknown_keys_and_urls_with_credentials_are_never_echoed(accou
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert "must not contain credentials" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_a_token_wrapped_by_base64_is_joined_and_a_broken_one_refused_without_echo(account_env):
+    account_env.setenv("KAPTURE_AUTH_TOKEN", "Basic c2VjcmV0VE9L\nRU4xMjM0NTY3ODk=")
+    assert load_settings().authorization.get_secret_value() == "Basic c2VjcmV0VE9LRU4xMjM0NTY3ODk="
+    account_env.setenv("KAPTURE_AUTH_TOKEN", "not base64 at all: sécret")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "KAPTURE_AUTH_TOKEN must be the base64 text" in str(caught.value) and "sécret" not in str(caught.value)
+    account_env.delenv("KAPTURE_AUTH_TOKEN")
+    account_env.setenv("KAPTURE_PASSWORD", "line\nbreak")
+    with pytest.raises(SettingsError, match="KAPTURE_PASSWORD must not contain a line break"):
+        load_settings()

@@ -92,3 +92,9 @@ def test_a_non_object_record_is_rejected():
 def test_values_no_database_column_can_hold_are_rejected_before_the_database_sees_them(change, reason):
     result = to_row({**GOOD, **change}, 1000298, NOW)
     assert isinstance(result, Rejection) and reason in result.reason
+
+
+@pytest.mark.parametrize("amount", [2**63, -(10**16), 1e300, "1E+200000", "1e-400"])
+def test_amounts_no_column_can_hold_exactly_are_rejected(amount):
+    result = to_row({**GOOD, "productValue": amount}, 1000298, NOW)
+    assert isinstance(result, Rejection) and "productValue" in result.reason

@@ -180,6 +180,8 @@ def emulator_command(
         click.echo(f"export KAPTURE_CM_ID={cm_id}")
         if timezone != _DEFAULTS.timezone:
             click.echo(f"export KAPTURE_TIMEZONE={timezone}")
+        if end_exclusive:
+            click.echo("export KAPTURE_END_INCLUSIVE=false")
         while not stop.wait(0.5):
             pass
     finally:

@@ -217,3 +217,18 @@ def test_cli_rejects_a_bad_fault_option():
         [sys.executable, "-c", code, "--fault", "teapot=0.5"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2 and "KIND=RATE" in result.stderr
+
+
+def test_cli_exports_the_settings_a_non_default_server_needs():
+    process, _ = _start_cli("--end-exclusive", "--timezone", "Europe/Berlin")
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        assert lines == [
+            "export KAPTURE_CM_ID=1000298\n",
+            "export KAPTURE_TIMEZONE=Europe/Berlin\n",
+            "export KAPTURE_END_INCLUSIVE=false\n",
+        ]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
