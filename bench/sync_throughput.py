@@ -5,7 +5,7 @@
 
 Prints orders/s, requests per run and peak RSS of the syncing process. The emulator runs in a
 separate process so that it does not share this process's core; on PostgreSQL the target
-database is emptied first.
+database is created if missing and emptied first.
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ def empty_target(url: str) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{parsed.database}{suffix}").unlink(missing_ok=True)
     else:
+        admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{parsed.database}"')
         dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DROP SCHEMA public CASCADE")
