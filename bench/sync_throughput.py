@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -24,39 +22,13 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from emulator_throughput import start_emulator  # noqa: E402  (bench/ is on the path as the script's folder)
+
 from sync.client import make_client, make_http_client  # noqa: E402
 from sync.db import make_engine, normalize_url  # noqa: E402
 from sync.logs import configure_logging  # noqa: E402
 from sync.runs import backfill, sync  # noqa: E402
 from sync.settings import Settings, today_in  # noqa: E402
-
-
-def start_emulator(orders: int, days: int) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sync",
-            "emulator",
-            "--port",
-            "0",
-            "--orders",
-            str(orders),
-            "--days",
-            str(days),
-            "--seed",
-            "42",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
-        if found:
-            return process, found.group(1)
-    raise RuntimeError("the emulator did not start")
 
 
 def empty_target(url: str) -> None:
@@ -85,7 +57,7 @@ def main() -> None:
     configure_logging()
 
     empty_target(args.database_url)
-    emulator, url = start_emulator(args.orders, args.days)
+    emulator, url = start_emulator(args.orders, args.days, seed=42)
     try:
         settings = Settings(
             base_url=url,
