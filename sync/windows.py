@@ -34,9 +34,6 @@ class Window:
     def width(self) -> timedelta:
         return self.end - self.start
 
-    def contains_ms(self, epoch_ms: int) -> bool:
-        return to_ms(self.start) <= epoch_ms < to_ms(self.end)
-
     def label(self, zone: ZoneInfo) -> str:
         start, end = self.start.astimezone(zone), self.end.astimezone(zone)
         if start.time() == time(0) and end.time() == time(0) and end - start == DAY:
