@@ -27,6 +27,7 @@ from sync.logs import configure_logging
 from sync.runs import RunResult, backfill, reconcile, sync
 from sync.schedule import Task
 from sync.settings import DatabaseSettings, Settings, load_settings, today_in
+from sync.windows import DAY, local_midnight, request_bounds, window_starting
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,14 +72,21 @@ def _load(kind: type[DatabaseSettings], params: dict[str, Any]) -> Any:
 
 
 @contextmanager
-def _kapture(settings: Settings) -> Iterator[tuple[Engine, KaptureClient]]:
-    engine = make_engine(settings.database_url)
-    http = make_http_client(settings)
+def _database(url: str) -> Iterator[Engine]:
+    """An engine for one command; any database failure inside becomes one line naming the database."""
+    engine = make_engine(url)
     try:
-        yield engine, make_client(settings, http)
+        yield engine
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(database_problem(engine, exc)) from None
     finally:
-        http.close()
         engine.dispose()
+
+
+@contextmanager
+def _kapture(settings: Settings) -> Iterator[tuple[Engine, KaptureClient]]:
+    with _database(settings.database_url) as engine, make_http_client(settings) as http:
+        yield engine, make_client(settings, http)
 
 
 @contextmanager
@@ -174,8 +182,7 @@ def status_command(runs: int, **params: Any) -> None:
     from sync.state import Account
 
     settings: DatabaseSettings = _load(DatabaseSettings, params)
-    engine = make_engine(settings.database_url)
-    try:
+    with _database(settings.database_url) as engine:
         ensure_schema(engine)
         with engine.connect() as conn:
             known = accounts(conn)
@@ -187,10 +194,6 @@ def status_command(runs: int, **params: Any) -> None:
             for account in known:
                 click.echo()
                 click.echo(status_text(conn, account, settings.zone, datetime.now(tz=UTC), runs))
-    except DBAPIError as exc:
-        raise DatabaseUnavailable(database_problem(engine, exc)) from None
-    finally:
-        engine.dispose()
 
 
 @cli.command("check")
@@ -200,15 +203,11 @@ def check_command(**params: Any) -> None:
     settings: Settings = _load(Settings, params)
     click.echo(f"settings ok: account {settings.cm_id} at {settings.base_url}, zone {settings.timezone}")
     with _kapture(settings) as (engine, client):
-        try:
-            with engine.connect():
-                pass
-        except DBAPIError as exc:
-            raise DatabaseUnavailable(database_problem(engine, exc)) from None
+        with engine.connect():
+            pass
         click.echo(f"database ok: {redact(engine.url)}")
-        today = today_in(settings.zone).isoformat()
-        end = today if settings.date_format == "date" else f"{today} 23:59:59"
-        start = today if settings.date_format == "date" else f"{today} 00:00:00"
+        today = window_starting(local_midnight(today_in(settings.zone), settings.zone), DAY, settings.zone)
+        start, end = request_bounds(today, settings.zone, settings.date_format, settings.end_inclusive)
         page = client.pull({"createStartDate": start, "createEndDate": end}, 0, 1)
         click.echo(
             f"kapture ok: credentials accepted, {settings.http_method} {settings.endpoint_path} answered "
@@ -226,13 +225,8 @@ def db_group() -> None:
 def db_upgrade_command(**params: Any) -> None:
     """Apply migrations up to head."""
     settings: DatabaseSettings = _load(DatabaseSettings, params)
-    engine = make_engine(settings.database_url)
-    try:
+    with _database(settings.database_url) as engine:
         upgrade(engine)
-    except DBAPIError as exc:
-        raise DatabaseUnavailable(database_problem(engine, exc)) from None
-    finally:
-        engine.dispose()
     click.echo(f"database {redact(engine.url)} is at the newest schema")
 
 

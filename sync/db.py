@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.resources import as_file, files
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,10 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@cache
 def _head() -> str | None:
-    with as_file(files("sync.migrations")):
-        return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    """The newest revision shipped; read once per process, not on every run."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:

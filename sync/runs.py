@@ -7,6 +7,7 @@ functions per account, which is why the engine and the client are passed in.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from sync.schedule import Schedule, Task, plan_backfill, plan_reconcile, plan_sy
 from sync.settings import Settings, today_in
 from sync.state import (
     Account,
+    LedgerEntry,
     acquire_lease,
     finish_run,
     ledger,
@@ -88,7 +90,7 @@ def rules_of(settings: Settings) -> PagingRules:
     )
 
 
-Planner = Callable[[dict[datetime, Any], datetime], list[Task]]
+Planner = Callable[[dict[datetime, LedgerEntry], datetime], list[Task]]
 OnWindow = Callable[[Task, int], None]
 
 
@@ -190,10 +192,7 @@ def execute(
 
 
 def _reasons(tasks: list[Task]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for task in tasks:
-        counts[task.reason] = counts.get(task.reason, 0) + 1
-    return counts
+    return dict(Counter(task.reason for task in tasks))
 
 
 def backfill(
@@ -207,7 +206,7 @@ def backfill(
 ) -> RunResult:
     schedule = schedule_of(settings)
 
-    def planner(entries: dict[datetime, Any], now: datetime) -> list[Task]:
+    def planner(entries: dict[datetime, LedgerEntry], now: datetime) -> list[Task]:
         today = today_in(settings.zone, now)
         return plan_backfill(first_day, min(last_day or today, today), entries, schedule, now, refetch)
 
@@ -217,7 +216,7 @@ def backfill(
 def sync(engine: Engine, client: KaptureClient, settings: Settings, **hooks: Any) -> RunResult:
     schedule = schedule_of(settings)
 
-    def planner(entries: dict[datetime, Any], now: datetime) -> list[Task]:
+    def planner(entries: dict[datetime, LedgerEntry], now: datetime) -> list[Task]:
         return plan_sync(settings.default_start(today_in(settings.zone, now)), entries, schedule, now)
 
     return execute("sync", planner, engine, client, settings, **hooks)
@@ -228,7 +227,7 @@ def reconcile(
 ) -> RunResult:
     schedule = schedule_of(settings)
 
-    def planner(entries: dict[datetime, Any], now: datetime) -> list[Task]:
+    def planner(entries: dict[datetime, LedgerEntry], now: datetime) -> list[Task]:
         known = [e.window.start.astimezone(settings.zone).date() for e in entries.values()]
         start = first_day or min(known, default=settings.default_start(today_in(settings.zone, now)))
         return plan_reconcile(start, entries, schedule, now)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, case, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from sync.db import writer
 from sync.errors import LeaseHeld
-from sync.models import SyncRun, SyncState, SyncWindow
+from sync.models import SyncRun, SyncState, SyncWindow, UTCDateTime
 from sync.windows import Window
 
 state_t = cast(Table, SyncState.__table__)
@@ -44,7 +44,6 @@ class LedgerEntry:
     last_scanned_at: datetime | None
     scanned_end: datetime | None
     scan_floor: datetime | None
-    order_count: int | None
     progress: Progress | None
 
     @property
@@ -146,7 +145,7 @@ def release_lease(engine: Engine, account: Account, owner: str, now: datetime) -
     with writer(engine).begin() as conn:
         conn.execute(
             update(state_t)
-            .where(state_t.c.cm_id == account.cm_id, state_t.c.stream == account.stream, state_t.c.lease_owner == owner)
+            .where(_key(account), state_t.c.lease_owner == owner)
             .values(
                 lease_owner=None, lease_expires_at=None, active_run_id=None, active_window_start=None, updated_at=now
             )
@@ -157,23 +156,22 @@ def release_lease(engine: Engine, account: Account, owner: str, now: datetime) -
 
 
 def watermark(conn: Connection, account: Account) -> datetime | None:
-    return conn.execute(
-        select(state_t.c.watermark).where(state_t.c.cm_id == account.cm_id, state_t.c.stream == account.stream)
-    ).scalar()
+    return conn.execute(select(state_t.c.watermark).where(_key(account))).scalar()
 
 
 def advance_watermark(
     conn: Connection, account: Account, seen: datetime | None, run_id: int, window_start: datetime, now: datetime
 ) -> None:
-    """Raise the watermark to the greatest `lastModificationTime` committed; it never goes back."""
+    """Raise the watermark to the greatest `lastModificationTime` committed; it never goes back.
+
+    One UPDATE, compared in SQL: this runs with every page.
+    """
     values: dict[str, Any] = {"active_run_id": run_id, "active_window_start": window_start, "updated_at": now}
     if seen is not None:
-        current = watermark(conn, account)
-        if current is None or seen > current:
-            values["watermark"] = seen
-    conn.execute(
-        update(state_t).where(state_t.c.cm_id == account.cm_id, state_t.c.stream == account.stream).values(**values)
-    )
+        current = state_t.c.watermark
+        later = literal(seen, UTCDateTime())
+        values["watermark"] = case((current.is_(None) | (current < later), later), else_=current)
+    conn.execute(update(state_t).where(_key(account)).values(**values))
 
 
 # --- window ledger -------------------------------------------------------------------------
@@ -203,7 +201,6 @@ def ledger(conn: Connection, account: Account) -> dict[datetime, LedgerEntry]:
             last_scanned_at=r["last_scanned_at"],
             scanned_end=r["scanned_end"],
             scan_floor=r["scan_floor"],
-            order_count=r["order_count"],
             progress=progress,
         )
     return entries
@@ -217,10 +214,14 @@ def _window_key(account: Account, start: datetime) -> Any:
     )
 
 
-def save_progress(conn: Connection, account: Account, nominal: Window, progress: Progress) -> None:
-    """Record how far a window's scan got, in the same transaction as the page it describes."""
-    values = {
-        "window_end": nominal.end,
+_PROGRESS_COLUMNS = tuple(c.name for c in windows_t.c if c.name.startswith("progress_"))
+
+
+def _progress_values(progress: Progress | None) -> dict[str, Any]:
+    """The `progress_*` columns for a scan in progress, or all NULL once it is finished."""
+    if progress is None:
+        return dict.fromkeys(_PROGRESS_COLUMNS)
+    return {
         "progress_started_at": progress.started_at,
         "progress_end": progress.end,
         "progress_floor": progress.floor,
@@ -232,23 +233,29 @@ def save_progress(conn: Connection, account: Account, nominal: Window, progress:
         "progress_changes": progress.changes,
         "progress_max_lmt": progress.max_lmt,
     }
+
+
+def _write_window(
+    conn: Connection, account: Account, nominal: Window, values: dict[str, Any], scans_if_new: int
+) -> None:
+    """Update the window's ledger row, or create it on the window's first page."""
+    values = {"window_end": nominal.end, **values}
     done = conn.execute(update(windows_t).where(_window_key(account, nominal.start)).values(**values))
     if done.rowcount == 0:
+        values["scans"] = scans_if_new
         conn.execute(
-            insert(windows_t).values(
-                cm_id=account.cm_id,
-                stream=account.stream,
-                window_start=nominal.start,
-                scans=0,
-                **values,
-            )
+            insert(windows_t).values(cm_id=account.cm_id, stream=account.stream, window_start=nominal.start, **values)
         )
+
+
+def save_progress(conn: Connection, account: Account, nominal: Window, progress: Progress) -> None:
+    """Record how far a window's scan got, in the same transaction as the page it describes."""
+    _write_window(conn, account, nominal, _progress_values(progress), scans_if_new=0)
 
 
 def finish_window(conn: Connection, account: Account, nominal: Window, progress: Progress, now: datetime) -> None:
     """Mark a complete scan: the ledger now vouches for this window up to `progress.end`."""
     values = {
-        "window_end": nominal.end,
         "last_scanned_at": now,
         "scanned_end": progress.end,
         "scan_floor": progress.watermark,
@@ -256,33 +263,9 @@ def finish_window(conn: Connection, account: Account, nominal: Window, progress:
         "max_last_modification_time": progress.max_lmt,
         "changes_found": progress.changes,
         "scans": windows_t.c.scans + 1,
-        **{
-            c: None
-            for c in (
-                "progress_started_at",
-                "progress_end",
-                "progress_floor",
-                "progress_watermark",
-                "progress_slice_start",
-                "progress_slice_end",
-                "progress_offset",
-                "progress_seen",
-                "progress_changes",
-                "progress_max_lmt",
-            )
-        },
+        **_progress_values(None),
     }
-    done = conn.execute(update(windows_t).where(_window_key(account, nominal.start)).values(**values))
-    if done.rowcount == 0:
-        values["scans"] = 1
-        conn.execute(
-            insert(windows_t).values(
-                cm_id=account.cm_id,
-                stream=account.stream,
-                window_start=nominal.start,
-                **values,
-            )
-        )
+    _write_window(conn, account, nominal, values, scans_if_new=1)
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -340,21 +323,21 @@ def finish_run(
     now: datetime,
     error: str | None = None,
     details: Mapping[str, Any] | None = None,
-    counts: Mapping[str, int] | None = None,
 ) -> None:
     values: dict[str, Any] = {"outcome": outcome, "finished_at": now, "error": error}
     if details is not None:
         values["details"] = dict(details)
     with writer(engine).begin() as conn:
-        if counts:
-            add_to_run(conn, run_id, counts)
         conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
 
 
-def recent_runs(conn: Connection, account: Account | None, limit: int = 10) -> Sequence[RowMapping]:
-    query = select(runs_t).order_by(runs_t.c.id.desc()).limit(limit)
-    if account is not None:
-        query = query.where(runs_t.c.cm_id == account.cm_id, runs_t.c.stream == account.stream)
+def recent_runs(conn: Connection, account: Account, limit: int = 10) -> Sequence[RowMapping]:
+    query = (
+        select(runs_t)
+        .where(runs_t.c.cm_id == account.cm_id, runs_t.c.stream == account.stream)
+        .order_by(runs_t.c.id.desc())
+        .limit(limit)
+    )
     return conn.execute(query).mappings().all()
 
 
@@ -366,7 +349,6 @@ def window_summary(conn: Connection, account: Account) -> RowMapping:
                 func.count(windows_t.c.last_scanned_at).label("scanned"),
                 func.min(windows_t.c.window_start).label("first"),
                 func.max(windows_t.c.window_end).label("last"),
-                func.min(windows_t.c.last_scanned_at).label("oldest_scan"),
                 func.count(windows_t.c.progress_started_at).label("in_progress"),
             ).where(windows_t.c.cm_id == account.cm_id, windows_t.c.stream == account.stream)
         )

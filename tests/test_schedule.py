@@ -23,7 +23,7 @@ def ledger(first: date, last: date, scanned_at: datetime, open_last: bool = True
     for clamped in windows_between(first, min(NOW, windows_end(last)), DAY, IST):
         nominal = Window(clamped.start, clamped.start + DAY)
         end = clamped.end if open_last else nominal.end
-        entries[nominal.start] = LedgerEntry(nominal, scanned_at, end, None, 10, None)
+        entries[nominal.start] = LedgerEntry(nominal, scanned_at, end, None, None)
     return entries
 
 
@@ -71,7 +71,7 @@ def test_with_no_look_back_the_newest_finished_window_still_overlaps():
 def test_a_scan_in_progress_is_resumed_where_it_stopped():
     nominal = Window(windows_end(TODAY - timedelta(days=3)), windows_end(TODAY - timedelta(days=2)))
     progress = Progress(NOW - timedelta(hours=1), nominal.end, None, None, nominal, 400, 400, 400, None)
-    entries = {nominal.start: LedgerEntry(nominal, None, None, None, None, progress)}
+    entries = {nominal.start: LedgerEntry(nominal, None, None, None, progress)}
     [task] = [
         t
         for t in plan_backfill(TODAY - timedelta(days=3), TODAY - timedelta(days=2), entries, SCHEDULE, NOW)
