@@ -1,4 +1,4 @@
-"""The `/_emulator/` control surface: ground truth, counters, orders, edits and faults over HTTP.
+"""The `/_emulator/` control surface: ground truth, counters, request log, orders, edits and faults.
 
 Lets a demo or a test in another process (or language) drive the emulator the way the Python
 API does. The server answers it only on loopback; this module knows nothing about HTTP sockets.
@@ -21,8 +21,11 @@ ROUTES: Final = {
     "orders": ("POST",),
     "edits": ("POST",),
     "faults": ("GET", "PUT", "DELETE"),
+    "requests": ("GET",),
 }
 MAX_BATCH: Final = 100_000
+
+RequestLog = Callable[[int], dict[str, Any]]
 
 
 class ControlError(Exception):
@@ -67,6 +70,11 @@ class ControlSurface:
         self._faults = faults
         self._stats = stats
         self._reset_stats = reset_stats
+        self._request_log: RequestLog | None = None
+
+    def attach_request_log(self, request_log: RequestLog) -> None:
+        """Serve `GET /_emulator/requests` from this log (the server's; it owns the recording)."""
+        self._request_log = request_log
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         """Answer one control request; never raises for bad input (400/404/405 instead)."""
@@ -94,6 +102,14 @@ class ControlSurface:
         self._reset_stats()
         return self._stats()
 
+    def _get_requests(self, data: dict[str, Any]) -> dict[str, Any]:
+        since = data.get("since", 0)
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise ControlError(400, "since must be an integer >= 0")
+        if self._request_log is None:
+            return {"requests": [], "last_seq": 0, "capacity": 0}
+        return self._request_log(since)
+
     def _post_orders(self, data: dict[str, Any]) -> dict[str, Any]:
         kind = data.get("malformed")
         if kind is not None:
@@ -103,15 +119,18 @@ class ControlSurface:
         return {"created": self._store.create(_int(data, "count", 1))}
 
     def _post_edits(self, data: dict[str, Any]) -> dict[str, Any]:
+        keep_stamp = data.get("keep_stamp", False)
+        if not isinstance(keep_stamp, bool):
+            raise ControlError(400, "keep_stamp must be true or false")
         ids = data.get("ids")
         if ids is not None:
             if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
                 raise ControlError(400, "ids must be a list of integer order ids")
-            return {"edited": self._store.edit(ids=ids)}
+            return {"edited": self._store.edit(ids=ids, keep_stamp=keep_stamp)}
         old = data.get("old", False)
         if not isinstance(old, bool):
             raise ControlError(400, "old must be true or false")
-        return {"edited": self._store.edit(n=_int(data, "count", 1), old=old)}
+        return {"edited": self._store.edit(n=_int(data, "count", 1), old=old, keep_stamp=keep_stamp)}
 
     def _get_faults(self, _: dict[str, Any]) -> dict[str, Any]:
         return self._faults.settings()

@@ -76,6 +76,7 @@ class EmulatorServer(ThreadingHTTPServer):
         self.credentials = f"{config.username}:{config.password}".encode()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        control.attach_request_log(stats.pull_log)  # GET /_emulator/requests reads this server's log
         super().__init__(address, PullHandler)
 
     def track(self, connection: socket.socket, open_: bool) -> None:
@@ -199,6 +200,8 @@ class PullHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         is_control = path == PREFIX.rstrip("/") or path.startswith(PREFIX)
         self.server.stats.add("control_requests" if is_control else "requests")
+        if not is_control:
+            self.server.stats.method(self.command)
         body = self._read_body()
         if body is None:
             return
@@ -258,6 +261,7 @@ class PullHandler(BaseHTTPRequestHandler):
         faults = server.faults
         server.stats.add("pull_requests")
         fault = faults.take()
+        server.stats.log_pull(self.command, body, fault)
         latency = faults.latency_ms
         if latency:
             time.sleep(latency / 1000)

@@ -194,12 +194,18 @@ class OrderStore:
             key = bad["id"] if "id" in bad else self._next_anonymous + 1
             return self._entries[key].record()
 
-    def edit(self, ids: Iterable[int] | None = None, n: int = 1, old: bool = False) -> list[dict[str, Any]]:
+    def edit(
+        self, ids: Iterable[int] | None = None, n: int = 1, old: bool = False, keep_stamp: bool = False
+    ) -> list[dict[str, Any]]:
         """Edit orders as an agent would; lastModificationTime becomes now, always > its old value.
 
         With `ids`, exactly those orders (KeyError if any is unknown). Otherwise `n` well-formed
         orders picked at random among those created in the last 7 days, or, with `old=True`,
         among older ones (falling back to any order when that group is empty).
+
+        With `keep_stamp=True` the content changes (deliveryStatus always, remarks, sometimes
+        discount and assignee) but lastModificationTime does not: Kapture has been seen saving
+        changes without bumping it, and only a content comparison can notice those.
         """
         with self._lock:
             if ids is not None:
@@ -214,9 +220,12 @@ class OrderStore:
             for key in keys:
                 entry = self._entries[key]
                 record = entry.record()
-                previous = _as_int(record.get("lastModificationTime"))
+                stamp = record.get("lastModificationTime")
+                previous = _as_int(stamp)
                 modified = now if previous is None else max(now, previous + 1)
                 record = self._factory.edited(record, modified)
+                if keep_stamp:
+                    record["lastModificationTime"] = stamp
                 entry.set(record)
                 edited.append(record)
             return edited

@@ -10,6 +10,7 @@ import sys
 import time
 
 import httpx
+import orjson
 import pytest
 
 from sync.emulator import Emulator, EmulatorConfig
@@ -65,6 +66,88 @@ def test_faults_over_http(emu):
     assert client.http.get("/_emulator/stats").json()["faults"] == {"429": 1}
 
 
+def test_edits_with_keep_stamp_over_http(emu):
+    emulator, client = emu
+    target = emulator.store.truth()[5]
+    body = {"ids": [target["id"]], "keep_stamp": True}
+    edited = client.http.post("/_emulator/edits", json=body).json()["edited"][0]
+    assert edited["lastModificationTime"] == target["lastModificationTime"]
+    assert edited["deliveryStatus"] != target["deliveryStatus"] and emulator.store.get(target["id"]) == edited
+    old = client.http.post("/_emulator/edits", json={"count": 2, "old": True, "keep_stamp": True}).json()["edited"]
+    assert len(old) == 2 and all(o == emulator.store.get(o["id"]) for o in old)
+
+
+def test_stats_count_requests_by_http_method(emu):
+    emulator, client = emu
+    client.pull(**ALL)
+    client.send({"cmId": CM_ID, **ALL}, method="GET")
+    client.send({"cmId": CM_ID, **ALL}, method="GET")
+    client.send({"cmId": CM_ID, **ALL}, method="PUT")  # refused with 405, but still a request
+    client.http.get("/_emulator/stats")  # control requests are not counted by method
+    stats = client.http.get("/_emulator/stats").json()
+    assert stats["methods"] == {"POST": 1, "GET": 2, "PUT": 1} == emulator.stats()["methods"]
+    assert sum(stats["methods"].values()) == stats["requests"]
+    assert client.http.delete("/_emulator/stats").json()["methods"] == {}
+
+
+def test_request_log_shows_method_window_offset_and_limit_of_each_pull(emu):
+    emulator, client = emu
+    start = client.http.get("/_emulator/requests").json()["last_seq"]
+    client.pull(createStartDate="2024-05-01", createEndDate="2024-05-02", offset=40, limit="20")
+    emulator.faults.push("503")
+    client.send({"cmId": CM_ID, "createStartDate": "2024-05-03", "limit": 5}, method="GET")
+    client.send(b"not json")
+    client.http.post("/_emulator/orders", json={"count": 1})  # control requests are not logged
+    log = client.http.request("GET", "/_emulator/requests", json={"since": start}).json()
+    assert log["capacity"] == 10_000 and log["last_seq"] == start + 3
+    assert [{k: v for k, v in e.items() if k != "seq"} for e in log["requests"]] == [
+        {
+            "method": "POST",
+            "createStartDate": "2024-05-01",
+            "createEndDate": "2024-05-02",
+            "offset": 40,
+            "limit": "20",
+            "fault": None,
+        },
+        {
+            "method": "GET",
+            "createStartDate": "2024-05-03",
+            "createEndDate": None,
+            "offset": None,
+            "limit": 5,
+            "fault": "503",
+        },
+        {
+            "method": "POST",
+            "createStartDate": None,
+            "createEndDate": None,
+            "offset": None,
+            "limit": None,
+            "fault": None,
+        },
+    ]
+    assert [e["seq"] for e in log["requests"]] == [start + 1, start + 2, start + 3]
+    later = client.http.request("GET", "/_emulator/requests", json={"since": start + 2}).json()["requests"]
+    assert [e["seq"] for e in later] == [start + 3]
+    client.http.delete("/_emulator/stats")  # a reset empties the log; sequence numbers keep growing
+    client.pull(**ALL)
+    after = client.http.get("/_emulator/requests").json()
+    assert [e["seq"] for e in after["requests"]] == [start + 4]
+    bad = client.http.request("GET", "/_emulator/requests", json={"since": -1})
+    assert bad.status_code == 400 and "since" in bad.json()["message"]
+
+
+def test_request_log_keeps_only_the_last_entries():
+    from sync.emulator.stats import ServerStats
+
+    stats = ServerStats(log_size=3)
+    for offset in range(5):
+        stats.log_pull("POST", orjson.dumps({"offset": offset}), None)
+    log = stats.pull_log()
+    assert [e["offset"] for e in log["requests"]] == [2, 3, 4] and log["last_seq"] == 5
+    assert [e["offset"] for e in stats.pull_log(since=4)["requests"]] == [4]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status"),
     [
@@ -75,6 +158,8 @@ def test_faults_over_http(emu):
         ("POST", "/_emulator/orders", {"malformed": "upside_down"}, 400),
         ("POST", "/_emulator/edits", {"ids": [1, 2]}, 400),
         ("POST", "/_emulator/edits", {"ids": "1"}, 400),
+        ("POST", "/_emulator/edits", {"count": 1, "keep_stamp": "yes"}, 400),
+        ("POST", "/_emulator/requests", {}, 405),
         ("PUT", "/_emulator/faults", {"limit_cap": -5}, 400),
         ("PUT", "/_emulator/faults", {"push": [{"kind": "teapot"}]}, 400),
         ("PUT", "/_emulator/faults", {"rates": {"503": 2}}, 400),

@@ -134,6 +134,35 @@ def test_edit_picks_recent_orders_unless_asked_for_old_ones():
     assert sorted(changed) == sorted(o["id"] for o in recent + old)
 
 
+def test_edit_with_keep_stamp_changes_content_but_not_last_modification_time(emu):
+    emulator, client = emu
+    target = emulator.store.truth()[20]
+    kept = emulator.store.edit(ids=[target["id"]], keep_stamp=True)[0]
+    assert kept["lastModificationTime"] == target["lastModificationTime"]
+    assert kept["deliveryStatus"] != target["deliveryStatus"]  # the content did change
+    assert {k for k in kept if kept[k] != target[k]} <= {
+        "deliveryStatus",
+        "remarks",
+        "discount",
+        "assignedToId",
+        "invoiceSent",
+    }
+    assert client.pull(orderIds=str(target["id"])) == [kept] == [emulator.store.get(target["id"])]
+    picked = emulator.store.edit(n=5, old=True, keep_stamp=True)
+    week_ago = emulator.store.now_ms() - 7 * DAY_MS
+    assert len(picked) == 5 and all(o["createDate"] < week_ago for o in picked)
+    before = {o["id"]: o for o in emulator.store.truth()}
+    bumped = emulator.store.edit(ids=[target["id"]])[0]  # an ordinary edit still moves the stamp on
+    assert bumped["lastModificationTime"] > before[target["id"]]["lastModificationTime"]
+
+
+def test_keep_stamp_leaves_a_null_stamp_null():
+    s = store(malformed_rate=1.0, orders=200)
+    bad = next(o for o in s.truth() if "id" in o and o["lastModificationTime"] is None)
+    edited = s.edit(ids=[bad["id"]], keep_stamp=True)[0]
+    assert edited["lastModificationTime"] is None and edited["deliveryStatus"] != bad["deliveryStatus"]
+
+
 def test_edit_moves_modification_time_forward_even_when_it_is_ahead_of_now():
     s = store()
     future = s.now_ms() + 3_600_000
