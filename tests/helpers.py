@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -57,3 +60,49 @@ def rejected(engine: Engine) -> list[RejectedRecord]:
         result = session.execute(select(RejectedRecord).order_by(RejectedRecord.id)).scalars().all()
         session.expunge_all()
     return list(result)
+
+
+@dataclass
+class Differences:
+    """How the database differs from what Kapture serves, by order id (empty lists: no difference)."""
+
+    missing: list[int] = field(default_factory=list)  # served, storable, not in `orders`
+    extra: list[int] = field(default_factory=list)  # in `orders`, never served
+    stale: list[int] = field(default_factory=list)  # stored, but not the version served now
+    doubled: list[int] = field(default_factory=list)  # stored more than once
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.extra or self.stale or self.doubled)
+
+
+def truth_differences(
+    engine: Engine,
+    truth: list[dict[str, Any]],
+    required: Callable[[dict[str, Any]], bool] = lambda record: True,
+    cm_id: int = 1000298,
+) -> Differences:
+    """What `assert_equals_truth` checks, counted instead of asserted, so a long walk can go on and
+    report every violation. Only storable records for which `required(record)` holds must be
+    present and equal; any stored id that was never served counts as extra."""
+    expected = {int(r["id"]): r for r in truth if storable(r)}
+    query = select(Order.id, Order.raw, Order.create_date, Order.last_modification_time).where(Order.cm_id == cm_id)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    counts = Counter(row.id for row in rows)
+    found = {row.id: row for row in rows}
+    differences = Differences(
+        extra=sorted(set(found) - set(expected)), doubled=sorted(i for i, n in counts.items() if n > 1)
+    )
+    for order_id, record in expected.items():
+        if not required(record):
+            continue
+        row = found.get(order_id)
+        if row is None:
+            differences.missing.append(order_id)
+        elif (
+            row.raw != record
+            or row.create_date != from_ms(int(record["createDate"]))
+            or row.last_modification_time != from_ms(int(record["lastModificationTime"]))
+        ):
+            differences.stale.append(order_id)
+    return differences
