@@ -35,7 +35,7 @@ from sqlalchemy import Engine, delete, select
 from sync.db import ensure_schema, make_engine
 from sync.models import Order, SyncRun, SyncState, SyncWindow
 from sync.windows import from_ms
-from tests.helpers import storable, truth_differences
+from tests.helpers import Differences, storable, truth_differences
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 CM_ID: Final = 1000298
@@ -134,7 +134,7 @@ class Walk:
         ensure_schema(self.engine)
         self.figures = Figures()
         self.violations: list[Violation] = []
-        self._reported: set[tuple[str, object]] = set()
+        self._reported: set[tuple[object, ...]] = set()
         self.step = 0
         self.started = time.monotonic()
         # The model: what each order is owed, beyond equality with Kapture's truth.
@@ -440,7 +440,7 @@ class Walk:
         if wrong:
             self.violate("configured HTTP method", f"expected {self.http_method}, saw {dict(wrong)}", key=self.step)
 
-    def record(self, invariant: str, differences: Any) -> None:
+    def record(self, invariant: str, differences: Differences) -> None:
         """Count and report a comparison's differences (each order once per invariant)."""
         for name, ids in (
             ("missing", differences.missing),
