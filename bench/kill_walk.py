@@ -36,6 +36,9 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=1500, help="orders the emulator starts with")
     parser.add_argument("--days", type=int, default=16, help="history the emulator holds")
     parser.add_argument("--max-seconds", type=float, default=6 * 3600, help="stop walking after this long")
+    parser.add_argument(
+        "--cli-root", type=Path, default=ROOT, help="checkout whose `python -m sync` is run (default: this one)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only violations and the figures")
     args = parser.parse_args()
 
@@ -47,6 +50,7 @@ def main() -> int:
         kills=args.kills,
         max_seconds=args.max_seconds,
         days=args.days,
+        cli_root=args.cli_root.resolve(),
         log=None if args.quiet else lambda line: print(line, flush=True),
     )
     started = time.monotonic()
