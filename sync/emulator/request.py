@@ -74,6 +74,7 @@ _DATETIME_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCI
 _DIGITS_RE: Final = re.compile(r"\d{1,30}", re.ASCII)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
+_US: Final = timedelta(microseconds=1)
 
 
 class RequestError(ValueError):
@@ -158,21 +159,32 @@ def _date_bound(name: str, value: Any, zone: ZoneInfo, is_end: bool, end_inclusi
 
     Start is inclusive. With `end_inclusive`, a date-only end covers that whole day and a
     datetime end that whole second; without it, the named instant itself is excluded.
+    Bounds compare wall-clock values, as the API does: a start at a wall time that happens twice
+    (the repeated hour of a fall-back night) is its first occurrence, and an end whose last
+    included wall time happens twice is the end of that time's later occurrence, so
+    `01:00:00..01:59:59` on the fall-back night serves both passes of the hour while `..00:59:59`
+    stops before the first.
     """
     if _is_empty(value):
         return None
     text = value.strip() if isinstance(value, str) else None
     try:
+        # The patterns fix the shape, so the (much faster) ISO parser reads exactly these forms.
         if text is not None and _DATE_RE.fullmatch(text):
-            local = datetime.strptime(text, "%Y-%m-%d")
+            local = datetime.fromisoformat(text)
             step = timedelta(days=1)
         elif text is not None and _DATETIME_RE.fullmatch(text):
-            local = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+            local = datetime.fromisoformat(text)
             step = timedelta(seconds=1)
         else:
             raise ValueError
         if is_end and end_inclusive:
             local += step
+        if is_end:
+            last = local - _US  # the last wall time the (now exclusive) end still includes
+            later, earlier = last.replace(tzinfo=zone, fold=1), last.replace(tzinfo=zone)
+            if later.utcoffset() != earlier.utcoffset() and later - _EPOCH > earlier - _EPOCH:
+                return (later - _EPOCH + _US) // _MS  # adding to `later` itself would drop its fold
         return (local.replace(tzinfo=zone) - _EPOCH) // _MS
     except (ValueError, OverflowError):
         shown = repr(value)[:60]

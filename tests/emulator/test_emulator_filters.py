@@ -206,3 +206,43 @@ def test_paging_every_day_window_yields_the_truth_exactly_once(serve):
     ids = [o["id"] for o in seen if "id" in o]
     assert len(ids) == len(set(ids))
     assert emulator.stats()["pull_requests"] == requests
+
+
+def test_the_repeated_hour_of_a_fall_back_night_is_read_as_wall_clock_time(serve):
+    """On 2025-11-02 New York reads 01:00-01:59 twice (05:00-07:00 UTC): a range over it serves both passes."""
+    emulator, client = serve(EmulatorConfig(orders=20, days=5, timezone="America/New_York"))
+    utc_ms = lambda h, mi=0, s=0, ms=0: local_ms(2025, 11, 2, h, mi, s, ms, zone="UTC")  # noqa: E731
+    times = {
+        "00:59:59.999 EDT": utc_ms(4, 59, 59, 999),
+        "01:00 EDT": utc_ms(5),
+        "01:30 EDT": utc_ms(5, 30),
+        "01:00 EST": utc_ms(6),
+        "01:59:59.999 EST": utc_ms(6, 59, 59, 999),
+        "02:00 EST": utc_ms(7),
+    }
+    placed = {emulator.store.create(1, at_ms=at)[0]["id"]: label for label, at in times.items()}
+    both_passes = {"01:00 EDT", "01:30 EDT", "01:00 EST", "01:59:59.999 EST"}
+    day = "2025-11-02"
+    # an inclusive end at a repeated wall time ends with its later pass; a start begins with the earlier
+    assert labels(client, placed, createStartDate=f"{day} 01:00:00", createEndDate=f"{day} 01:59:59") == both_passes
+    assert labels(client, placed, createStartDate=f"{day} 00:00:00", createEndDate=f"{day} 00:59:59") == {
+        "00:59:59.999 EDT"
+    }
+    assert labels(client, placed, createStartDate=f"{day} 02:00:00", createEndDate=f"{day} 02:00:00") == {"02:00 EST"}
+    # part of the repeated hour is served as one span, from its earlier start to its later end: a
+    # superset of both passes of that part (kapture-sync never cuts a window inside the repeat)
+    assert labels(client, placed, createStartDate=f"{day} 01:00:00", createEndDate=f"{day} 01:29:59") == {
+        "01:00 EDT",
+        "01:30 EDT",
+        "01:00 EST",
+    }
+
+
+def test_the_repeated_hour_with_an_exclusive_end(serve):
+    emulator, client = serve(EmulatorConfig(orders=20, days=5, timezone="America/New_York", end_inclusive=False))
+    at = {"00:30 EDT": local_ms(2025, 11, 2, 4, 30, zone="UTC"), "01:30 EST": local_ms(2025, 11, 2, 6, 30, zone="UTC")}
+    placed = {emulator.store.create(1, at_ms=ms)[0]["id"]: label for label, ms in at.items()}
+    day = "2025-11-02"
+    # an end at the first repeated wall time stops before the repeat; one after it takes both passes
+    assert labels(client, placed, createStartDate=f"{day} 00:00:00", createEndDate=f"{day} 01:00:00") == {"00:30 EDT"}
+    assert labels(client, placed, createStartDate=f"{day} 01:00:00", createEndDate=f"{day} 02:00:00") == {"01:30 EST"}
