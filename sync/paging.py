@@ -20,7 +20,7 @@ from sync.client import KaptureClient
 from sync.errors import PagingError
 from sync.schedule import Task
 from sync.transform import record_key
-from sync.windows import DateFormat, Window, can_split, halve, request_bounds
+from sync.windows import DateFormat, Window, can_split, halve, next_slice, request_bounds
 
 log = structlog.get_logger(__name__)
 
@@ -69,8 +69,8 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
     warned_deep = False
     while True:
         if offset >= rules.split_offset:
-            if can_split(piece, rules.date_format, rules.min_slice):
-                piece, offset, in_piece, widest = halve(piece), 0, set(), 0
+            if can_split(piece, rules.date_format, rules.min_slice, rules.zone):
+                piece, offset, in_piece, widest = halve(piece, rules.zone), 0, set(), 0
                 log.info("window.split", window=window.label(rules.zone), slice=piece.label(rules.zone))
                 continue
             if not warned_deep:
@@ -113,7 +113,7 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
             if piece.end >= window.end:
                 yield WindowScanned(task, proven)
                 return
-            piece, offset, in_piece, widest, short_stale = _following(piece, window), 0, set(), 0, 0
+            piece, offset, in_piece, widest, short_stale = _following(piece, window, rules.zone), 0, set(), 0, 0
             continue
         in_piece.update(keys)
         fresh = []
@@ -125,9 +125,12 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
         yield PageFetched(task, piece, offset, fresh, len(page.records))
 
 
-def _following(piece: Window, window: Window) -> Window:
-    """The slice after `piece`, as wide, clipped to the window."""
-    return Window(piece.end, min(piece.end + piece.width, window.end))
+def _following(piece: Window, window: Window, zone: ZoneInfo) -> Window:
+    """The slice after `piece`, as wide in wall time, clipped to the window (see `next_slice`).
+
+    Slices are asked for as wall-clock ranges, so no slice may end inside a repeated hour.
+    """
+    return next_slice(piece, window, zone)
 
 
 def scan_all(client: KaptureClient, tasks: list[Task], rules: PagingRules) -> Iterator[Event]:
