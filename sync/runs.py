@@ -22,6 +22,7 @@ from sync.client import KaptureClient
 from sync.commit import PageCommitter, RunTotals
 from sync.db import database_problem, ensure_schema
 from sync.errors import DatabaseUnavailable, LeaseHeld, SyncError
+from sync.lock import AccountLock
 from sync.paging import PageFetched, PagingRules, scan_all
 from sync.prefetch import prefetched
 from sync.schedule import Schedule, Task, plan_backfill, plan_reconcile, plan_sync
@@ -104,21 +105,27 @@ def execute(
     on_window: OnWindow | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> RunResult:
-    """Hold the account's lease while the plan's windows are fetched and committed page by page."""
+    """Hold the account's lock (and its lease record) while the windows are fetched and committed page by page."""
     account = Account(settings.cm_id)
     ttl = timedelta(seconds=settings.lease_seconds)
     owner = new_owner()
+    claim = AccountLock(engine, account)
     started = time.monotonic()
     try:
         ensure_schema(engine)
         now = clock()
         try:
-            acquire_lease(engine, account, owner, ttl, now)
+            claim.acquire()
         except LeaseHeld as exc:
             record_refused_run(engine, account, kind, now, str(exc))
             raise
+        acquire_lease(engine, account, owner, ttl, now)
     except DBAPIError as exc:
+        claim.release()
         raise DatabaseUnavailable(database_problem(engine, exc)) from None
+    except BaseException:
+        claim.release()
+        raise
     try:
         run_id = start_run(engine, account, kind, now, {"window": str(settings.window)})
         tasks: list[Task] = []
@@ -189,6 +196,7 @@ def execute(
     finally:
         with suppress(DBAPIError):
             release_lease(engine, account, owner, clock())
+        claim.release()
 
 
 def _reasons(tasks: list[Task]) -> dict[str, int]:

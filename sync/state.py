@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from sync.db import writer
 from sync.errors import LeaseHeld
+from sync.lock import claim_is_held
 from sync.models import SyncRun, SyncState, SyncWindow, UTCDateTime
 from sync.windows import Window
 
@@ -68,25 +69,13 @@ class Progress:
 
 
 # --- lease -----------------------------------------------------------------------------------
+# The lease columns are the readable record of who holds the account. Who may sync it is decided
+# by `sync.lock.AccountLock`, which the holder's death releases; these functions run under it.
 
 
 def new_owner() -> str:
+    """The record a run writes into the lease: `host:pid` for people, and a token for this run alone."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _owner_is_dead(owner: str) -> bool:
-    """A lease of a process on this host that no longer exists can be taken at once."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _key(account: Account) -> Any:
@@ -103,45 +92,36 @@ def _ensure_state_row(conn: Connection, account: Account, now: datetime) -> None
 
 
 def acquire_lease(engine: Engine, account: Account, owner: str, ttl: timedelta, now: datetime) -> None:
-    """Take the account's lease, or raise `LeaseHeld` naming who has it.
+    """Write this run into the account's lease; call only while holding the account's `AccountLock`.
 
-    The take-over is a compare-and-swap on the holder that was judged gone, so of two processes
-    racing for a free lease exactly one wins, on either database.
+    Unconditional: holding the lock proves whoever the record names is dead or done. It is the
+    run's first write, so a run that lost its lock sees this before any of ours can interleave.
     """
     with writer(engine).begin() as conn:
         _ensure_state_row(conn, account, now)
-        holder, expires = conn.execute(
-            select(state_t.c.lease_owner, state_t.c.lease_expires_at).where(_key(account))
-        ).one()
-        if holder and holder != owner and expires and expires > now and not _owner_is_dead(holder):
-            raise LeaseHeld(_held_message(account, holder, expires))
-        same_holder = state_t.c.lease_owner.is_(None) if holder is None else state_t.c.lease_owner == holder
-        taken = conn.execute(
-            update(state_t)
-            .where(_key(account), same_holder)
-            .values(lease_owner=owner, lease_expires_at=now + ttl, updated_at=now)
+        conn.execute(
+            update(state_t).where(_key(account)).values(lease_owner=owner, lease_expires_at=now + ttl, updated_at=now)
         )
-        if taken.rowcount != 1:
-            raise LeaseHeld(f"account {account.cm_id} was claimed by another process at the same moment")
-
-
-def _held_message(account: Account, holder: str, expires: datetime) -> str:
-    return (
-        f"account {account.cm_id} is being synced by another process ({holder.rsplit(':', 1)[0]}) "
-        f"until {expires:%Y-%m-%d %H:%M:%S} UTC"
-    )
 
 
 def renew_lease(conn: Connection, account: Account, owner: str, expires: datetime) -> None:
-    """Extend our lease; if it is no longer ours, stop before this transaction commits anything."""
+    """Extend our lease record; if our claim is gone, stop before this transaction commits anything."""
     renewed = conn.execute(
         update(state_t).where(_key(account), state_t.c.lease_owner == owner).values(lease_expires_at=expires)
     )
     if renewed.rowcount != 1:
-        raise LeaseHeld(f"account {account.cm_id}: this run's lease expired and was taken over; stopping")
+        raise LeaseHeld(
+            f"account {account.cm_id}: the lease record no longer names this run (another process took over); stopping"
+        )
+    if not claim_is_held(conn, account):
+        raise LeaseHeld(
+            f"account {account.cm_id}: this run lost its claim on the account (its lock's database session ended); "
+            "stopping"
+        )
 
 
 def release_lease(engine: Engine, account: Account, owner: str, now: datetime) -> None:
+    """Clear our record (not a successor's); the lock itself is released after this."""
     with writer(engine).begin() as conn:
         conn.execute(
             update(state_t)

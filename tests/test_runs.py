@@ -161,11 +161,17 @@ def test_a_failed_body_with_http_200_stops_the_run_and_writes_nothing(emulator, 
 
 
 def test_a_second_process_cannot_sync_the_same_account_at_once(emulator, engine: Engine, database_url, connect):
+    """The lock refuses the run; the lease record names the holder, however old it looks."""
+    from sync.lock import AccountLock
+
     emu, serving = emulator
     settings = settings_for(serving.url, database_url)
-    acquire_lease(engine, Account(settings.cm_id), "otherhost:1:abc", timedelta(minutes=5), datetime.now(UTC))
-    with pytest.raises(LeaseHeld, match="otherhost"):
-        sync(engine, connect(settings), settings)
+    account = Account(settings.cm_id)
+    with AccountLock(engine, account):
+        long_ago = datetime.now(UTC) - timedelta(days=1)
+        acquire_lease(engine, account, "otherhost:1:abc", timedelta(minutes=5), long_ago)
+        with pytest.raises(LeaseHeld, match="otherhost:1"):
+            sync(engine, connect(settings), settings)
     assert stored(engine) == {}
     [refused] = runs(engine)
     assert (refused.kind, refused.outcome) == ("sync", "refused") and "otherhost" in refused.error

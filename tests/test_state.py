@@ -1,38 +1,52 @@
-"""Lease and watermark rules, on both databases."""
+"""Lease record and watermark rules, on both databases (the claim itself: tests/test_lock.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select, update
 
 from sync.db import writer
 from sync.errors import LeaseHeld
-from sync.state import Account, acquire_lease, advance_watermark, release_lease, start_run, watermark
+from sync.lock import AccountLock
+from sync.models import SyncState
+from sync.state import Account, acquire_lease, advance_watermark, release_lease, renew_lease, start_run, watermark
 
 NOW = datetime(2026, 11, 29, 10, tzinfo=UTC)
 ACCOUNT = Account(1000298)
 
 
-def test_a_live_holder_keeps_the_lease_until_it_expires(engine: Engine):
-    acquire_lease(engine, ACCOUNT, "otherhost:42:aa", timedelta(minutes=10), NOW)
-    with pytest.raises(LeaseHeld, match="otherhost:42"):
+def _record(engine: Engine) -> tuple[str | None, datetime | None]:
+    with engine.connect() as conn:
+        owner, expires = conn.execute(select(SyncState.lease_owner, SyncState.lease_expires_at)).one()
+    return owner, expires
+
+
+def test_the_lock_holder_writes_itself_over_any_lease_record(engine: Engine):
+    """The record is for people; whoever it names is gone once the lock is ours, expired or not."""
+    acquire_lease(engine, ACCOUNT, "otherhost:42:aa", timedelta(hours=1), NOW)
+    with AccountLock(engine, ACCOUNT):
         acquire_lease(engine, ACCOUNT, "me:1:bb", timedelta(minutes=10), NOW + timedelta(minutes=5))
-    acquire_lease(engine, ACCOUNT, "me:1:bb", timedelta(minutes=10), NOW + timedelta(minutes=11))
-    release_lease(engine, ACCOUNT, "me:1:bb", NOW)
-    acquire_lease(engine, ACCOUNT, "third:7:cc", timedelta(minutes=10), NOW)
+        assert _record(engine) == ("me:1:bb", NOW + timedelta(minutes=15))
+        release_lease(engine, ACCOUNT, "me:1:bb", NOW + timedelta(minutes=6))
+    assert _record(engine) == (None, None)
 
 
-def test_a_lease_left_by_a_dead_process_on_this_host_is_taken_over_at_once(engine: Engine):
-    import socket
-
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    owner = f"{socket.gethostname()}:{dead.stdout.strip()}:dd"
-    acquire_lease(engine, ACCOUNT, owner, timedelta(hours=1), NOW)
-    acquire_lease(engine, ACCOUNT, "me:1:bb", timedelta(minutes=10), NOW + timedelta(seconds=1))
+def test_renewal_refuses_a_page_once_the_record_names_another_run(engine: Engine):
+    with AccountLock(engine, ACCOUNT):
+        acquire_lease(engine, ACCOUNT, "me:1:bb", timedelta(minutes=10), NOW)
+        with writer(engine).begin() as conn:
+            renew_lease(conn, ACCOUNT, "me:1:bb", NOW + timedelta(minutes=20))
+        assert _record(engine) == ("me:1:bb", NOW + timedelta(minutes=20))
+        acquire_lease(engine, ACCOUNT, "next:2:cc", timedelta(minutes=10), NOW)  # a successor took over
+        with pytest.raises(LeaseHeld, match="no longer names this run"), writer(engine).begin() as conn:
+            conn.execute(update(SyncState).values(watermark=NOW))
+            renew_lease(conn, ACCOUNT, "me:1:bb", NOW + timedelta(minutes=30))
+        with engine.connect() as conn:
+            assert watermark(conn, ACCOUNT) is None, "the refused page's transaction must not commit"
+        release_lease(engine, ACCOUNT, "me:1:bb", NOW)  # ours is gone: the successor's record stays
+        assert _record(engine)[0] == "next:2:cc"
 
 
 def test_the_watermark_only_moves_forward(engine: Engine):
@@ -44,25 +58,3 @@ def test_the_watermark_only_moves_forward(engine: Engine):
         advance_watermark(conn, ACCOUNT, None, run_id, NOW, NOW)
     with engine.connect() as conn:
         assert watermark(conn, ACCOUNT) == NOW
-
-
-def test_of_two_processes_racing_for_a_free_lease_exactly_one_wins(engine: Engine):
-    import threading
-
-    barrier = threading.Barrier(4)
-    outcomes: list[str] = []
-
-    def contend(name: str) -> None:
-        barrier.wait()
-        try:
-            acquire_lease(engine, ACCOUNT, f"host-{name}:1:x", timedelta(minutes=10), NOW)
-            outcomes.append("won")
-        except LeaseHeld:
-            outcomes.append("lost")
-
-    threads = [threading.Thread(target=contend, args=(str(i),)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(outcomes) == ["lost", "lost", "lost", "won"]
