@@ -28,6 +28,7 @@ _FALSE = {"false", "0", "no", "n"}
 
 
 # The row key holding `raw` already serialised (bytes), so the loader need not serialise it again.
+# It is the canonical form (keys sorted), so the same content always gives the same fingerprint.
 RAW_JSON = "raw_json"
 
 
@@ -43,9 +44,19 @@ class Rejection:
     fingerprint: str
 
 
+def canonical_json(raw: Any) -> bytes:
+    """The payload as JSON with its keys sorted: equal content, equal bytes, whatever the key order served."""
+    return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+
+
+def digest(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()
+
+
 def fingerprint(raw: Any) -> str:
-    """Stable identity of a payload, so one bad record seen on every re-scan is stored once."""
-    return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    """Stable identity of a payload's content: one bad record is stored once, and a change saved
+    under an unchanged `lastModificationTime` is still told apart from the stored version."""
+    return digest(canonical_json(raw))
 
 
 def _integer(value: Any) -> int | None:
@@ -83,9 +94,36 @@ def _timestamp(value: Any) -> datetime | None:
     return from_ms(number)
 
 
-def _amount(value: Any) -> Decimal | None:
-    """An amount sent as text, read exactly; JSON numbers never get here (see `_AS_IS`)."""
-    if type(value) is str:
+# Every amount is stored exactly on both targets or rejected: SQLite's NUMERIC keeps a double, which
+# holds any decimal of up to 15 significant digits exactly (read back by its shortest repr, see
+# models.Amount), so that is the bound on both databases, together with no digit below 10^-8.
+AMOUNT_DIGITS = 15
+AMOUNT_PLACES = 8
+
+
+def _exact_amount(number: Decimal, value: Any) -> Decimal:
+    if not number.is_finite():
+        raise BadValue(f"expected a number, got {value!r}")
+    sign, digits, exponent = number.normalize().as_tuple()
+    if number != 0 and isinstance(exponent, int) and exponent < -AMOUNT_PLACES:
+        raise BadValue(f"{value!r} has digits below 10^-{AMOUNT_PLACES}, which would be rounded away")
+    if number != 0 and len(digits) > AMOUNT_DIGITS:
+        raise BadValue(f"{value!r} has more than {AMOUNT_DIGITS} significant digits, which SQLite cannot hold exactly")
+    return number
+
+
+def _amount(value: Any) -> Any:
+    """An amount read exactly: text as a Decimal, a JSON number as it is once proven exact.
+
+    A JSON float is the nearest double to the digits Kapture sent; it is kept when its shortest
+    form has at most 15 significant digits and nothing below 10^-8, the same rule as for text.
+    """
+    kind = type(value)
+    if kind is float:
+        if value != 0 and (round(value, AMOUNT_PLACES) != value or float(f"{value:.{AMOUNT_DIGITS}g}") != value):
+            _exact_amount(Decimal(repr(value)), value)  # raises, with the reason
+        return value
+    if kind is str:
         text = value.strip()
         if text == "":
             return None
@@ -93,8 +131,7 @@ def _amount(value: Any) -> Decimal | None:
             number = Decimal(text)
         except InvalidOperation:
             raise BadValue(f"expected a number, got {value!r}") from None
-        if number.is_finite() and (number == 0 or number.adjusted() >= -8):
-            return number
+        return _exact_amount(number, value)
     raise BadValue(f"expected a number, got {value!r}")
 
 
@@ -140,13 +177,14 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "flag": _flag,
 }
 # Values already of the column's type pass through untouched: the common case, kept cheap because
-# it runs for every field of every order. JSON numbers are always finite (orjson refuses NaN), and
-# amounts stay int or float until the driver writes them to NUMERIC exactly (shortest repr).
+# it runs for every field of every order. JSON numbers are always finite (orjson refuses NaN);
+# integer amounts are exact (their range is checked below), floats are checked by `_amount`, and
+# both reach NUMERIC exactly (shortest repr).
 _AS_IS: dict[str, tuple[type, ...]] = {
     "id": (int,),
     "int": (int,),
     "timestamp": (),
-    "amount": (int, float),
+    "amount": (int,),
     "text": (str,),
     "flag": (bool,),
 }
@@ -193,17 +231,32 @@ def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rej
         value = row.get(column)
         if value is not None and not -bound <= value < bound:
             problems.append(f"{api}: {value} is out of range for its column")
-    raw_json = orjson.dumps(record)
+    raw_json = canonical_json(record)
     nul = _nul_field(record) if b"\\u0000" in raw_json else None  # the byte search is the cheap filter
     if nul is not None:
         problems.append(f"{nul}: contains a NUL character, which the database cannot store")
     if problems:
-        return Rejection("; ".join(problems), record, order_id, fingerprint(record))
+        return Rejection("; ".join(problems), record, order_id, digest(raw_json))
     row["cm_id"] = cm_id
     row["raw"] = record
     row[RAW_JSON] = raw_json
+    row["fingerprint"] = digest(raw_json)
     row["synced_at"] = synced_at
     return row
+
+
+def stamp(record: Any) -> tuple[int, int] | None:
+    """`(id, lastModificationTime)` of a well-typed record, cheaply, without mapping the rest.
+
+    Lets a page's rows below a window's floor be checked against the database by id and stamp
+    alone; anything unusual returns None and goes through `to_row`.
+    """
+    if type(record) is not dict:
+        return None
+    order_id, modified = record.get("id"), record.get("lastModificationTime")
+    if type(order_id) is int and type(modified) is int and -_INT64 <= order_id < _INT64:
+        return order_id, modified
+    return None
 
 
 def record_key(record: Any) -> int | str:

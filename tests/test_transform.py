@@ -34,7 +34,7 @@ def test_a_documented_record_maps_to_typed_columns_and_keeps_its_raw_form():
     assert row["product_value"] == Decimal("1499.5") and row["discount"] == Decimal(0)
     assert (row["invoice_sent"], row["remarks"], row["customer_id"]) == (False, "café ✓", 191696570)
     assert row["raw"] is GOOD and row["synced_at"] == NOW
-    assert set(row) == {f.column for f in ORDER_FIELDS} | {"raw", "synced_at", RAW_JSON}
+    assert set(row) == {f.column for f in ORDER_FIELDS} | {"raw", "fingerprint", "synced_at", RAW_JSON}
     assert orjson.loads(row[RAW_JSON]) == GOOD
 
 
@@ -98,3 +98,25 @@ def test_values_no_database_column_can_hold_are_rejected_before_the_database_see
 def test_amounts_no_column_can_hold_exactly_are_rejected(amount):
     result = to_row({**GOOD, "productValue": amount}, 1000298, NOW)
     assert isinstance(result, Rejection) and "productValue" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [
+        ("99999999999999.99", "more than 15 significant digits"),
+        (99999999999999.99, "more than 15 significant digits"),
+        ("1.0000000000000001", "below 10^-8"),
+        (1e-9, "below 10^-8"),
+        ("1e-9", "below 10^-8"),
+        (0.30000000000000004, "below 10^-8"),
+    ],
+)
+def test_an_amount_no_target_can_hold_exactly_is_rejected_with_its_reason(amount, why):
+    row = to_row({**GOOD, "discount": amount}, 1000298, NOW)
+    assert isinstance(row, Rejection) and row.reason.startswith("discount: ") and why in row.reason
+
+
+@pytest.mark.parametrize("amount", ["0.00000001", 0.00000001, "999999999999999", 123456789012.345, "1E+3", 0.1, "-0"])
+def test_amounts_within_fifteen_digits_and_ten_to_the_minus_eight_are_kept(amount):
+    row = to_row({**GOOD, "discount": amount}, 1000298, NOW)
+    assert not isinstance(row, Rejection), row
