@@ -10,18 +10,28 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
 
 from sync.db import writer
-from sync.load import LoadCounts, record_rejections, upsert_orders
+from sync.load import LoadCounts, record_rejections, stored_versions, upsert_orders
 from sync.paging import PageFetched, WindowScanned
 from sync.schedule import Task
 from sync.state import Account, Progress, add_to_run, advance_watermark, finish_window, renew_lease, save_progress
-from sync.transform import Rejection, to_row
+from sync.transform import Rejection, record_key, stamp, to_row
+from sync.windows import from_ms, to_ms
 
 AGE_BUCKETS = ((7, "0-7 days"), (30, "8-30 days"), (90, "31-90 days"), (365, "91-365 days"))
+
+
+_INT64 = 2**63
+
+
+def _ids(records: list[Any]) -> list[int]:
+    """The ids a page's records could be stored under (what `to_row` would accept as an id)."""
+    return [key for key in map(record_key, records) if type(key) is int and -_INT64 <= key < _INT64]
 
 
 def age_bucket(days: int) -> str:
@@ -45,6 +55,7 @@ class RunTotals:
     rejected: int = 0
     changed_by_age: Counter[str] = field(default_factory=Counter)
     oldest_change_days: int | None = None
+    below_floor: int = 0  # rows checked by id and stamp only: the floor's saving
 
     def as_counters(self) -> dict[str, int]:
         return {
@@ -57,6 +68,52 @@ class RunTotals:
             "unchanged": self.load.unchanged,
             "rejected": self.rejected,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one page did to `orders` and `rejected_records`."""
+
+    counts: LoadCounts
+    changed: list[dict[str, Any]]
+    rejected: int
+    max_modified: datetime | None  # greatest stamp now stored from this page
+    below_floor: int  # rows checked by id and stamp only
+
+
+def write_records(
+    conn: Connection, account: Account, records: list[Any], task: Task, run_id: int, now: datetime
+) -> Written:
+    """Store a page's records inside the caller's transaction; every served order ends up stored or rejected.
+
+    Below the window's floor a record was stored by the window's last complete read (see
+    docs/how-sync-works.md), so it is checked against the database by id and stamp alone, without
+    being mapped, and mapped only if it is missing there or older: the floor saves work, never rows.
+    """
+    floor_ms = None if task.floor is None else to_ms(task.floor)
+    stored = stored_versions(conn, account.cm_id, _ids(records))
+    to_map: list[Any] = []
+    confirmed: list[int] = []
+    for record in records:
+        key = stamp(record) if floor_ms is not None else None
+        if key is not None and key[1] <= cast(int, floor_ms):
+            have = stored.get(key[0])
+            if have is not None and have.modified_ms >= key[1]:
+                confirmed.append(key[1])
+                continue
+        to_map.append(record)
+    rows: list[dict[str, Any]] = []
+    rejections: list[Rejection] = []
+    for record in to_map:
+        row = to_row(record, account.cm_id, now)
+        (rejections if isinstance(row, Rejection) else rows).append(row)  # type: ignore[arg-type]
+    counts, changed = upsert_orders(conn, account.cm_id, rows, stored, rederive=task.reason == "reconcile")
+    counts.unchanged += len(confirmed)
+    record_rejections(conn, account.cm_id, account.stream, rejections, task.window, run_id, now)
+    stamps = [r["last_modification_time"] for r in rows]
+    if confirmed:
+        stamps.append(from_ms(max(confirmed)))
+    return Written(counts, changed, len(rejections), max(stamps, default=None), len(confirmed))
 
 
 @dataclass
@@ -94,29 +151,20 @@ class PageCommitter:
         now = self.clock()
         task = event.task
         progress = self._progress(task, now)
-        rows: list[dict[str, Any]] = []
-        rejections: list[Rejection] = []
-        for record in event.records:
-            mapped = to_row(record, self.account.cm_id, now)
-            (rejections if isinstance(mapped, Rejection) else rows).append(mapped)  # type: ignore[arg-type]
-        floor = task.floor
-        candidates = rows if floor is None else [r for r in rows if r["last_modification_time"] > floor]
-        page_max = max((r["last_modification_time"] for r in rows), default=None)
         requests = self.requests_so_far() - self._requests_reported
         with writer(self.engine).begin() as conn:
-            counts, changed = upsert_orders(conn, self.account.cm_id, candidates)
-            counts.unchanged += len(rows) - len(candidates)
-            record_rejections(conn, self.account.cm_id, self.account.stream, rejections, task.window, self.run_id, now)
+            written = write_records(conn, self.account, event.records, task, self.run_id, now)
+            counts = written.counts
             progress = replace(
                 progress,
                 slice=event.slice,
                 offset=event.next_offset,
-                seen=progress.seen + len(event.records),
+                seen=progress.seen + event.new,
                 changes=progress.changes + counts.inserted + counts.updated,
-                max_lmt=max(filter(None, (progress.max_lmt, page_max)), default=None),
+                max_lmt=max(filter(None, (progress.max_lmt, written.max_modified)), default=None),
             )
             save_progress(conn, self.account, task.nominal, progress)
-            advance_watermark(conn, self.account, page_max, self.run_id, task.nominal.start, now)
+            advance_watermark(conn, self.account, written.max_modified, self.run_id, task.nominal.start, now)
             page_counts = {
                 "pages": 1,
                 "requests": requests,
@@ -124,13 +172,14 @@ class PageCommitter:
                 "inserted": counts.inserted,
                 "updated": counts.updated,
                 "unchanged": counts.unchanged,
-                "rejected": len(rejections),
+                "rejected": written.rejected,
             }
             add_to_run(conn, self.run_id, page_counts)
             renew_lease(conn, self.account, self.lease_owner, now + self.lease_ttl)
         self._open[task.nominal.start] = progress
         self._requests_reported += requests
-        self._tally(page_counts, counts, changed, now)
+        self.totals.below_floor += written.below_floor
+        self._tally(page_counts, counts, written.changed, now)
         return counts
 
     def window_done(self, event: WindowScanned) -> Progress:

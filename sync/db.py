@@ -99,7 +99,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 @cache
-def _head() -> str | None:
+def head_revision() -> str | None:
     """The newest revision shipped; read once per process, not on every run."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
@@ -118,7 +118,7 @@ def upgrade(engine: Engine) -> None:
 def ensure_schema(engine: Engine) -> None:
     """Create or upgrade the schema on first use, and fail with one line when the database is down."""
     try:
-        if current_revision(engine) != _head():
+        if current_revision(engine) != head_revision():
             upgrade(engine)
     except (OperationalError, DBAPIError) as exc:
         raise DatabaseUnavailable(database_problem(engine, exc)) from None

@@ -1,27 +1,31 @@
-"""Writing a page of rows: a set-based, dialect-aware upsert that never rewrites an unchanged row.
+"""Writing a page of rows: compare with what is stored, then write only what changed, in bulk.
 
-The statement is `INSERT ... ON CONFLICT (cm_id, id) DO UPDATE ... WHERE stored.last_modification_time
-< excluded.last_modification_time`: an unchanged or older version is never written. Each row is
-also classed exactly as inserted, updated or unchanged:
+One read per page fetches the stored `(id, last_modification_time, fingerprint)` of the page's ids;
+each served row is then classed exactly as inserted, updated or unchanged:
 
-- PostgreSQL: the page is COPYed into a session-local staging table, then one
-  `INSERT ... SELECT ... ON CONFLICT ... RETURNING (xmax = 0)` tells inserts from updates; rows it
-  does not return were unchanged. COPY avoids a 47,000-placeholder statement per page, and the
-  upsert needs no read whose plan depends on fresh statistics.
-- SQLite: one indexed read of the page's stored versions first (SQLite has no `xmax`), then only
-  the new and changed rows are sent, in one `executemany`.
+- missing from `orders`: inserted (a row deleted by hand, or never stored, comes back);
+- a later stamp than stored: updated;
+- the same stamp but different content (fingerprint): updated, since Kapture can save a change
+  without moving `lastModificationTime` (two saves in one millisecond, a field it does not stamp);
+- an earlier stamp: unchanged; an older version never overwrites a newer one.
+
+`reconcile` also compares every typed column with what the current code derives, so rows written
+under older parsing rules are rewritten. The write itself goes through each driver's bulk path
+(PostgreSQL: COPY into a staging table, then one `INSERT ... SELECT ... ON CONFLICT`; SQLite:
+one `executemany`), and its `ON CONFLICT ... WHERE` repeats the "never older" rule in SQL.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+import orjson
 import psycopg
 from sqlalchemy import Insert, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,11 +35,11 @@ from sqlalchemy.exc import DBAPIError
 from sync.fields import ORDER_FIELDS
 from sync.models import ORDER_COLUMNS, Order, RejectedRecord
 from sync.transform import RAW_JSON, Rejection
-from sync.windows import Window
+from sync.windows import Window, to_ms
 
 orders = cast(Table, Order.__table__)
 rejected = cast(Table, RejectedRecord.__table__)
-_UPDATED_COLUMNS = tuple(c for c in (*ORDER_COLUMNS, "raw", "synced_at") if c not in ("cm_id", "id"))
+_UPDATED_COLUMNS = tuple(c for c in (*ORDER_COLUMNS, "raw", "fingerprint", "synced_at") if c not in ("cm_id", "id"))
 
 
 @dataclass(slots=True)
@@ -50,6 +54,13 @@ class LoadCounts:
         self.unchanged += other.unchanged
 
 
+class Stored(NamedTuple):
+    """What the database holds of one order, enough to decide whether a served version is news."""
+
+    modified_ms: int
+    fingerprint: str | None
+
+
 def _insert_for(dialect: str) -> Any:
     if dialect == "postgresql":
         return postgresql.insert
@@ -59,27 +70,33 @@ def _insert_for(dialect: str) -> Any:
 
 
 # The upsert is written out once, as SQL, for both engines: a page is written through the driver's
-# bulk path (COPY, executemany), never through per-row SQLAlchemy parameter processing.
-_COLUMNS = (*ORDER_COLUMNS, "raw", "synced_at")
+# bulk path (COPY, executemany), never through per-row SQLAlchemy parameter processing. Which rows
+# to write is decided in Python from the stored versions; the WHERE only forbids going back.
+_COLUMNS = (*ORDER_COLUMNS, "raw", "fingerprint", "synced_at")
 _ON_CONFLICT = (
     "ON CONFLICT (cm_id, id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED_COLUMNS)
-    + " WHERE orders.last_modification_time < excluded.last_modification_time"
+    + " WHERE orders.last_modification_time <= excluded.last_modification_time"
 )
 
 _STAGE = "kapture_orders_stage"
 _CREATE_STAGE = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 _COPY_STAGE = f"COPY {_STAGE} ({', '.join(_COLUMNS)}) FROM STDIN"
-_MERGE_STAGE = (
-    f"INSERT INTO orders ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM {_STAGE} "
-    f"{_ON_CONFLICT} RETURNING orders.id, (xmax = 0) AS inserted"
-)
+_MERGE_STAGE = f"INSERT INTO orders ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM {_STAGE} {_ON_CONFLICT}"
 _SQLITE_UPSERT = (
     f"INSERT INTO orders ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) {_ON_CONFLICT}"
 )
-
-_STORED = (
-    select(orders.c.id, orders.c.last_modification_time)
+# One parameter for the whole id list on both engines: no statement whose text grows with the page.
+_STORED_POSTGRESQL = (
+    "SELECT id, last_modification_time, fingerprint FROM orders WHERE cm_id = %s AND id = ANY(%s::bigint[])"
+)
+_STORED_SQLITE = (
+    "SELECT id, last_modification_time, fingerprint FROM orders "
+    "WHERE cm_id = ? AND id IN (SELECT value FROM json_each(?))"
+)
+_ID_CHUNK = 1000  # ids per typed read: SQLite allows 32,766 parameters a statement, and big IN lists plan badly
+_STORED_COLUMNS = (
+    select(orders.c.id, *(orders.c[c] for c in ORDER_COLUMNS if c not in ("cm_id", "id")))
     .where(orders.c.cm_id == bindparam("cm_id"))
     .where(orders.c.id.in_(bindparam("ids", expanding=True)))
 )
@@ -93,64 +110,123 @@ def _driver(conn: Connection) -> Any:
     return driver
 
 
-def upsert_orders(
-    conn: Connection, cm_id: int, rows: Sequence[dict[str, Any]]
-) -> tuple[LoadCounts, list[dict[str, Any]]]:
-    """Write the new and changed rows of one page (unique by id); return the counts and those rows."""
-    if not rows:
-        return LoadCounts(), []
+def _run(conn: Connection, statement: str, params: Any, many: bool = False) -> list[Any]:
+    """One statement on the driver's own cursor, its errors raised as SQLAlchemy's usual `DBAPIError`."""
+    error = psycopg.Error if conn.dialect.name == "postgresql" else sqlite3.Error
+    cursor = _driver(conn).cursor()
+    try:
+        if many:
+            cursor.executemany(statement, params)
+            return []
+        cursor.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+    except error as exc:
+        raise DBAPIError.instance(statement, None, exc, error, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
+
+
+def stored_versions(conn: Connection, cm_id: int, ids: Sequence[int]) -> dict[int, Stored]:
+    """The stored stamp and fingerprint of each of `ids` that is in `orders`: one indexed read."""
+    if not ids:
+        return {}
     if conn.dialect.name == "postgresql":
-        return _upsert_postgresql(conn, rows)
+        found = _run(conn, _STORED_POSTGRESQL, (cm_id, list(ids)))
+        return {order_id: Stored(to_ms(modified), fp) for order_id, modified, fp in found}
     if conn.dialect.name == "sqlite":
-        return _upsert_sqlite(conn, cm_id, rows)
+        found = _run(conn, _STORED_SQLITE, (cm_id, orjson.dumps(list(ids)).decode()))
+        return {order_id: Stored(_sqlite_ms(modified), fp) for order_id, modified, fp in found}
     raise ValueError(f"unsupported database dialect {conn.dialect.name!r}")
 
 
-def _upsert_postgresql(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[LoadCounts, list[dict[str, Any]]]:
-    cursor = _driver(conn).cursor()  # psycopg 3, inside the page's transaction
-    try:
-        cursor.execute(_CREATE_STAGE)
-        with cursor.copy(_COPY_STAGE) as copy:
-            for row in rows:
-                copy.write_row([*(row[c] for c in ORDER_COLUMNS), row[RAW_JSON].decode(), row["synced_at"]])
-        cursor.execute(_MERGE_STAGE)
-        written = cursor.fetchall()
-        cursor.execute(f"TRUNCATE {_STAGE}")
-    except psycopg.Error as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
-        raise DBAPIError.instance(_COPY_STAGE, None, exc, psycopg.Error, dialect=conn.dialect) from exc
-    finally:
-        cursor.close()
-    inserted = sum(1 for _, is_new in written if is_new)
-    counts = LoadCounts(inserted=inserted, updated=len(written) - inserted, unchanged=len(rows) - len(written))
-    by_id = {row["id"]: row for row in rows}
-    return counts, [by_id[order_id] for order_id, _ in written]
-
-
-def _upsert_sqlite(
-    conn: Connection, cm_id: int, rows: Sequence[dict[str, Any]]
+def upsert_orders(
+    conn: Connection,
+    cm_id: int,
+    rows: Sequence[dict[str, Any]],
+    stored: Mapping[int, Stored] | None = None,
+    rederive: bool = False,
 ) -> tuple[LoadCounts, list[dict[str, Any]]]:
+    """Write the new and changed rows of one page (unique by id); return the counts and those rows.
+
+    `stored` is the page's `stored_versions` when the caller has read them already; `rederive`
+    also rewrites rows whose stored columns differ from what the current code derives.
+    """
+    if not rows:
+        return LoadCounts(), []
+    if stored is None:
+        stored = stored_versions(conn, cm_id, [r["id"] for r in rows])
     counts = LoadCounts()
-    stored = dict(conn.execute(_STORED, {"cm_id": cm_id, "ids": [r["id"] for r in rows]}).all())
-    changed = []
+    changed: list[dict[str, Any]] = []
+    same: list[dict[str, Any]] = []
     for row in rows:
-        previous = stored.get(row["id"])
-        if previous is None:
+        have = stored.get(row["id"])
+        if have is None:
             counts.inserted += 1
-        elif previous < row["last_modification_time"]:
+            changed.append(row)
+            continue
+        served = to_ms(row["last_modification_time"])
+        if served > have.modified_ms or (served == have.modified_ms and row["fingerprint"] != have.fingerprint):
             counts.updated += 1
+            changed.append(row)
+        elif served == have.modified_ms and rederive:
+            same.append(row)
         else:
             counts.unchanged += 1
-            continue
-        changed.append(row)
+    if same:
+        stale = _derived_differently(conn, cm_id, same)
+        counts.updated += len(stale)
+        counts.unchanged += len(same) - len(stale)
+        changed.extend(stale)
     if changed:
-        cursor = _driver(conn).cursor()  # sqlite3, inside the page's transaction
+        _write(conn, changed)
+    return counts, changed
+
+
+def _write(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if conn.dialect.name == "postgresql":
+        cursor = _driver(conn).cursor()  # psycopg 3, inside the page's transaction
         try:
-            cursor.executemany(_SQLITE_UPSERT, [_sqlite_values(row) for row in changed])
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(_SQLITE_UPSERT, None, exc, sqlite3.Error, dialect=conn.dialect) from exc
+            cursor.execute(_CREATE_STAGE)
+            with cursor.copy(_COPY_STAGE) as copy:
+                for row in rows:
+                    copy.write_row(
+                        [*(row[c] for c in ORDER_COLUMNS), row[RAW_JSON].decode(), row["fingerprint"], row["synced_at"]]
+                    )
+            cursor.execute(_MERGE_STAGE)
+            cursor.execute(f"TRUNCATE {_STAGE}")
+        except psycopg.Error as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
+            raise DBAPIError.instance(_COPY_STAGE, None, exc, psycopg.Error, dialect=conn.dialect) from exc
         finally:
             cursor.close()
-    return counts, changed
+    elif conn.dialect.name == "sqlite":
+        _run(conn, _SQLITE_UPSERT, [_sqlite_values(row) for row in rows], many=True)
+    else:
+        raise ValueError(f"unsupported database dialect {conn.dialect.name!r}")
+
+
+def _comparable(value: Any) -> Any:
+    """Amounts arrive as int, float or Decimal and come back as Decimal: compare them as decimals."""
+    if type(value) is float:
+        return Decimal(repr(value))
+    if type(value) is int:
+        return Decimal(value)
+    return value
+
+
+def _derived_differently(conn: Connection, cm_id: int, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose stored typed columns differ from what `to_row` derives today (parsing rules changed)."""
+    ids = [row["id"] for row in rows]
+    found = {
+        r["id"]: r
+        for i in range(0, len(ids), _ID_CHUNK)
+        for r in conn.execute(_STORED_COLUMNS, {"cm_id": cm_id, "ids": ids[i : i + _ID_CHUNK]}).mappings()
+    }
+    columns = [c for c in ORDER_COLUMNS if c not in ("cm_id", "id")]
+    return [
+        row
+        for row in rows
+        if row["id"] in found and any(_comparable(row[c]) != _comparable(found[row["id"]][c]) for c in columns)
+    ]
 
 
 _TIMES = tuple(i for i, f in enumerate(ORDER_FIELDS) if f.kind == "timestamp")
@@ -162,6 +238,10 @@ def _sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def _sqlite_ms(text: str) -> int:
+    return to_ms(datetime.fromisoformat(text).replace(tzinfo=UTC))
+
+
 def _sqlite_values(row: dict[str, Any]) -> list[Any]:
     values = [row[c] for c in ORDER_COLUMNS]
     for i in _TIMES:
@@ -170,6 +250,7 @@ def _sqlite_values(row: dict[str, Any]) -> list[Any]:
         if type(values[i]) is Decimal:  # SQLite's NUMERIC keeps a double; see models.Amount
             values[i] = float(values[i])
     values.append(row[RAW_JSON].decode())
+    values.append(row["fingerprint"])
     values.append(_sqlite_time(row["synced_at"]))
     return values
 

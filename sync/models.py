@@ -150,6 +150,9 @@ class Order(Base):
     approved_by_employee_id: Mapped[int | None] = mapped_column(BigInteger)
     vatamount: Mapped[Decimal | None] = mapped_column(Amount)
     raw: Mapped[dict[str, Any]] = mapped_column(JSONDocument, nullable=False)
+    # SHA-256 of `raw` with sorted keys: tells a change saved under an unchanged
+    # `lastModificationTime` from the stored version (NULL only for rows written by hand).
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     __table_args__ = (

@@ -19,7 +19,7 @@ import structlog
 from sync.client import KaptureClient
 from sync.errors import PagingError
 from sync.schedule import Task
-from sync.transform import record_key
+from sync.transform import record_key, stamp
 from sync.windows import DateFormat, Window, can_split, halve, next_slice, request_bounds
 
 log = structlog.get_logger(__name__)
@@ -42,8 +42,9 @@ class PageFetched:
     task: Task
     slice: Window
     next_offset: int  # where this slice resumes after the page is committed
-    records: list[Any]  # only records not yet served in this window
+    records: list[Any]  # records new to this read, or served again in a newer version
     served: int  # records in the page as served, repeats included
+    new: int  # orders not served before in this read
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
         piece, offset = task.resume.slice, task.resume.offset
     else:
         piece, offset = window, 0
-    emitted: set[int | str] = set()
+    emitted: dict[int | str, int] = {}  # key -> stamp of the newest version handed on in this read
     in_piece: set[int | str] = set()
     pages = stale = short_stale = widest = 0
     proven = True
@@ -116,13 +117,22 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
             piece, offset, in_piece, widest, short_stale = _following(piece, window, rules.zone), 0, set(), 0, 0
             continue
         in_piece.update(keys)
-        fresh = []
+        chosen: dict[int | str, Any] = {}
+        new = 0
         for key, record in zip(keys, page.records, strict=True):
-            if key not in emitted:
-                emitted.add(key)
-                fresh.append(record)
+            version = _version(record)
+            previous = emitted.get(key)
+            if previous is None:
+                new += 1
+            elif version <= previous:
+                # Served again in the same or an older version: nothing to hand on. A repeat under a
+                # newer stamp (an edit saved while the window was being paged) is handed on again so
+                # that the newest version is the one stored. Same-stamp edits are left to reconcile.
+                continue
+            emitted[key] = version
+            chosen[key] = record
         offset += len(page.records)
-        yield PageFetched(task, piece, offset, fresh, len(page.records))
+        yield PageFetched(task, piece, offset, list(chosen.values()), len(page.records), new)
 
 
 def _following(piece: Window, window: Window, zone: ZoneInfo) -> Window:
@@ -131,6 +141,12 @@ def _following(piece: Window, window: Window, zone: ZoneInfo) -> Window:
     Slices are asked for as wall-clock ranges, so no slice may end inside a repeated hour.
     """
     return next_slice(piece, window, zone)
+
+
+def _version(record: Any) -> int:
+    """The served stamp used to keep the newest of repeated versions; -1 when it is not a plain number."""
+    key = stamp(record)
+    return -1 if key is None else key[1]
 
 
 def scan_all(client: KaptureClient, tasks: list[Task], rules: PagingRules) -> Iterator[Event]:

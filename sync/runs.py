@@ -185,6 +185,7 @@ def execute(
                 "reasons": _reasons(tasks),
                 "changed_by_age": dict(totals.changed_by_age),
                 "oldest_change_days": totals.oldest_change_days,
+                "below_floor": totals.below_floor,
             }
             try:
                 finish_run(engine, run_id, outcome, clock(), error, details)

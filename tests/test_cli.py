@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from sync.db import make_engine
+from sync.db import head_revision, make_engine
 from tests.helpers import assert_equals_truth, stored
 
 FIRST = (date.today() - timedelta(days=45)).isoformat()
@@ -149,7 +149,7 @@ def test_db_upgrade_creates_the_schema_at_head(database_url, tmp_path):
     tables = set(inspect(engine).get_table_names())
     assert {"orders", "sync_state", "sync_windows", "sync_runs", "rejected_records"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
     engine.dispose()
 
 

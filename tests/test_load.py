@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Engine
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, delete
 
-from sync.db import writer
+from sync.db import ensure_schema, make_engine, writer
 from sync.load import upsert_orders
-from sync.transform import to_row
+from sync.models import Order
+from sync.transform import Rejection, to_row
+from tests.conftest import reset_postgres
 from tests.helpers import stored
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -65,3 +71,77 @@ def test_types_round_trip_on_both_databases(engine: Engine):
     assert row.last_modification_time.tzinfo is not None
     assert row.product_value == Decimal("1234567.89")
     assert row.invoice_sent is True and row.remarks == "हिंदी ✓"
+
+
+def test_a_change_saved_under_the_same_stamp_is_written_and_an_identical_one_is_not(engine: Engine):
+    write(engine, [record(11, 1_790_000_000_000, 5.0)], T0)
+    same_stamp = {**record(11, 1_790_000_000_000, 5.0), "loyaltyTier": "gold"}  # only `raw` differs
+    counts, _ = write(engine, [same_stamp], T0 + timedelta(hours=1))
+    assert (counts.updated, counts.unchanged) == (1, 0)
+    assert stored(engine)[11].raw["loyaltyTier"] == "gold"
+
+    counts, _ = write(engine, [dict(reversed(list(same_stamp.items())))], T0 + timedelta(hours=2))
+    assert (counts.updated, counts.unchanged) == (0, 1), "the same content in another key order is no change"
+    older = {**record(11, 1_789_999_000_000, 7.0), "loyaltyTier": "silver"}
+    counts, _ = write(engine, [older], T0 + timedelta(hours=3))
+    assert counts.unchanged == 1 and stored(engine)[11].raw["loyaltyTier"] == "gold"
+
+
+def test_a_row_missing_from_the_table_is_inserted_whatever_its_stamp(engine: Engine):
+    write(engine, [record(21, 1_790_000_000_000), record(22, 1_790_000_000_000)], T0)
+    with writer(engine).begin() as conn:
+        conn.execute(delete(Order).where(Order.id == 21))
+    counts, _ = write(engine, [record(21, 1_790_000_000_000), record(22, 1_790_000_000_000)], T0)
+    assert (counts.inserted, counts.unchanged) == (1, 1)
+    assert set(stored(engine)) == {21, 22}
+
+
+_AMOUNT_TEXTS = st.builds(
+    lambda sign, digits, places: (
+        f"{sign}{digits[: max(1, len(digits) - places)]}"
+        + (f".{digits[max(1, len(digits) - places) :]}" if len(digits) > max(1, len(digits) - places) else "")
+    ),
+    st.sampled_from(["", "-"]),
+    st.text("0123456789", min_size=1, max_size=19),
+    st.integers(0, 12),
+)
+_AMOUNTS = st.one_of(
+    _AMOUNT_TEXTS,
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e16, max_value=1e16),
+    st.integers(-(10**16), 10**16),
+    st.sampled_from(["99999999999999.99", "1.0000000000000001", 1e-9, "0.00000001", "1E+3", 0.1, 1234567.89]),
+)
+
+
+@pytest.fixture
+def both_engines(postgres_url: str, tmp_path) -> Iterator[dict[str, Engine]]:
+    reset_postgres(postgres_url)
+    engines = {"sqlite": make_engine(f"sqlite:///{tmp_path / 'amounts.db'}"), "postgresql": make_engine(postgres_url)}
+    for engine in engines.values():
+        ensure_schema(engine)
+    yield engines
+    for engine in engines.values():
+        engine.dispose()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(amounts=st.lists(_AMOUNTS, min_size=1, max_size=40))
+def test_every_amount_is_stored_exactly_on_both_databases_or_rejected_with_its_reason(both_engines, amounts):
+    served = [{**record(100 + i, 1_790_000_000_000), "productValue": a} for i, a in enumerate(amounts)]
+    mapped = [to_row(r, 1000298, T0) for r in served]
+    for row in mapped:
+        if isinstance(row, Rejection):
+            assert row.reason.startswith("productValue: ") and row.order_id is not None
+    good = [row for row in mapped if not isinstance(row, Rejection)]
+    held = {}
+    for name, engine in both_engines.items():
+        with writer(engine).begin() as conn:
+            conn.execute(delete(Order))
+            upsert_orders(conn, 1000298, good)
+        held[name] = {i: o.product_value for i, o in stored(engine).items()}
+    assert held["sqlite"] == held["postgresql"], "SQLite and PostgreSQL hold different amounts"
+    for amount, row in zip(amounts, mapped, strict=True):
+        if isinstance(row, Rejection):
+            continue
+        exact = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(str(amount).strip())
+        assert held["postgresql"][row["id"]] == exact, f"{amount!r} was not stored exactly"

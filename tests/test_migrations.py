@@ -2,22 +2,58 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import orjson
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-from sync.db import current_revision
+from sync.db import alembic_config, current_revision, make_engine, upgrade, writer
 from sync.fields import ORDER_FIELDS
 from sync.models import Base, Order
+from sync.transform import to_row
 
 
 def test_migrations_and_models_agree(engine: Engine):
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
 
 
 def test_orders_has_one_column_per_documented_field():
-    assert set(Order.__table__.columns.keys()) == {f.column for f in ORDER_FIELDS} | {"raw", "synced_at"}
+    assert set(Order.__table__.columns.keys()) == {f.column for f in ORDER_FIELDS} | {"raw", "fingerprint", "synced_at"}
     assert [c.name for c in Order.__table__.primary_key.columns] == ["cm_id", "id"]
+
+
+def test_upgrading_an_existing_database_fingerprints_its_rows_as_a_sync_would(database_url: str):
+    """Rows stored before 0002 get the fingerprint the transform computes, so no sync rewrites them."""
+    engine = make_engine(database_url)
+    try:
+        with writer(engine).begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+        served = {
+            "id": 5,
+            "createDate": 1_790_000_000_000,
+            "lastModificationTime": 1_790_000_000_000,
+            "remarks": "नमस्ते",
+            "productValue": 12.5,
+            "invoiceSent": True,
+        }
+        with writer(engine).begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO orders (cm_id, id, create_date, last_modification_time, raw, synced_at) "
+                    "VALUES (1, 5, :t, :t, :raw, :t)"
+                ),
+                {"t": datetime(2026, 9, 21, tzinfo=UTC), "raw": orjson.dumps(served).decode()},
+            )
+        upgrade(engine)
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT fingerprint FROM orders WHERE id = 5")).scalar_one()
+        row = to_row(served, 1, datetime.now(UTC))
+        assert stored == row["fingerprint"]
+    finally:
+        engine.dispose()

@@ -177,7 +177,6 @@ def test_a_second_process_cannot_sync_the_same_account_at_once(emulator, engine:
     assert (refused.kind, refused.outcome) == ("sync", "refused") and "otherhost" in refused.error
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_deep_window_is_split_when_datetime_bounds_allow(start_emulator, engine: Engine, connect, database_url):
     emu, serving = start_emulator(orders=900, days=2)
     settings = settings_for(serving.url, database_url, date_format="datetime", split_offset=120, page_size=40)
@@ -188,9 +187,10 @@ def test_a_deep_window_is_split_when_datetime_bounds_allow(start_emulator, engin
     assert sum(windows) == 900
     assert max(windows) > 120, "the test needs a window deeper than the split offset"
     assert result.totals.records_fetched >= 900
+    offsets = [int(r["offset"]) for r in emu.pull_log()["requests"]]
+    assert max(offsets) < 120 + 40, "a deep window was paged to deep offsets instead of being split"
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("method,end_inclusive", [("GET", True), ("POST", False)])
 def test_get_with_body_and_exclusive_end_dates_work(
     start_emulator, engine: Engine, connect, method, end_inclusive, database_url
@@ -199,6 +199,7 @@ def test_get_with_body_and_exclusive_end_dates_work(
     settings = settings_for(serving.url, database_url, http_method=method, end_inclusive=end_inclusive)
     backfill(engine, connect(settings), settings, FIRST)
     assert_equals_truth(engine, emu.store.truth())
+    assert set(emu.stats()["methods"]) == {method}, "the configured HTTP method was not the one sent"
     with engine.connect() as conn:
         assert conn.execute(select(Order.cm_id).distinct()).scalars().all() == [1000298]
 

@@ -115,6 +115,11 @@ class Emulator:
         faults (injected, by kind) and orders (currently stored)."""
         return {**self._stats.snapshot(), "faults": self.faults.injected(), "orders": len(self.store)}
 
+    def pull_log(self, since: int = 0) -> dict[str, Any]:
+        """The pull requests served after sequence number `since` (method, dates, offset, limit, fault),
+        as `GET /_emulator/requests` gives them: what a client really asked for."""
+        return self._stats.pull_log(since)
+
     def reset_stats(self) -> None:
         """Zero the counters and the injected-fault counts."""
         self._stats.reset()

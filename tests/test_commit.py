@@ -1,0 +1,150 @@
+"""A page's write: every served order ends up stored, the floor saves work but never rows, newest wins."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, delete, update
+
+from sync.db import writer
+from sync.models import Order
+from sync.runs import backfill, reconcile, sync
+from tests.conftest import settings_for
+from tests.helpers import assert_equals_truth, runs, storable, stored
+
+FIRST = date.today() - timedelta(days=12)
+DAY_MS = 86_400_000
+
+
+def _synced_with_floors(emu, engine: Engine, settings, client) -> None:
+    """Backfill, then one sync: the look-back windows now carry a floor from that sync's reads."""
+    backfill(engine, client, settings, FIRST)
+    sync(engine, client, settings)
+
+
+def test_rows_deleted_by_hand_come_back_with_the_next_sync_although_a_floor_covers_them(
+    start_emulator, engine: Engine, database_url, connect
+):
+    emu, serving = start_emulator(orders=900, days=10)
+    settings = settings_for(serving.url, database_url, lookback_days=7)
+    client = connect(settings)
+    _synced_with_floors(emu, engine, settings, client)
+    now_ms = emu.store.now_ms()
+    recent = [r["id"] for r in emu.store.truth() if storable(r) and now_ms - r["createDate"] < 5 * DAY_MS]
+    lost = recent[::7]
+    with writer(engine).begin() as conn:
+        conn.execute(delete(Order).where(Order.id.in_(lost)))
+
+    result = sync(engine, client, settings)
+
+    assert result.totals.below_floor > 0, "the floor was not in effect: this test would prove nothing"
+    assert result.totals.load.inserted == len(lost)
+    assert_equals_truth(engine, emu.store.truth())
+
+
+def test_a_no_change_sync_checks_rows_below_the_floor_by_stamp_only_and_writes_nothing(
+    start_emulator, engine: Engine, database_url, connect
+):
+    emu, serving = start_emulator(orders=900, days=10)
+    settings = settings_for(serving.url, database_url, lookback_days=7)
+    client = connect(settings)
+    _synced_with_floors(emu, engine, settings, client)
+    before = stored(engine)
+
+    result = sync(engine, client, settings)
+
+    load = result.totals.load
+    assert (load.inserted, load.updated) == (0, 0)
+    assert result.totals.below_floor >= 0.9 * load.unchanged, "rows below the floor should skip mapping"
+    assert runs(engine)[-1].details["below_floor"] == result.totals.below_floor
+    after = stored(engine)
+    assert all(after[i].synced_at == before[i].synced_at for i in before), "an unchanged row was rewritten"
+
+
+def test_an_older_copy_restored_below_the_floor_is_brought_forward(
+    start_emulator, engine: Engine, database_url, connect
+):
+    emu, serving = start_emulator(orders=600, days=10)
+    settings = settings_for(serving.url, database_url, lookback_days=7)
+    client = connect(settings)
+    _synced_with_floors(emu, engine, settings, client)
+    now_ms = emu.store.now_ms()
+    victim = next(r for r in emu.store.truth() if storable(r) and now_ms - r["createDate"] < 3 * DAY_MS)
+    stale = stored(engine)[victim["id"]].last_modification_time - timedelta(days=1)
+    with writer(engine).begin() as conn:  # as a restore from an older backup would leave it
+        conn.execute(update(Order).where(Order.id == victim["id"]).values(last_modification_time=stale))
+
+    result = sync(engine, client, settings)
+
+    assert result.totals.load.updated == 1
+    assert_equals_truth(engine, emu.store.truth())
+
+
+def test_a_change_saved_under_the_same_stamp_is_stored_by_reconcile_and_counted(
+    start_emulator, engine: Engine, database_url, connect
+):
+    emu, serving = start_emulator(orders=600, days=10)
+    settings = settings_for(serving.url, database_url, lookback_days=7)
+    client = connect(settings)
+    _synced_with_floors(emu, engine, settings, client)
+    edited = emu.store.edit(n=6, keep_stamp=True)
+    assert all(stored(engine)[r["id"]].last_modification_time for r in edited)
+
+    sync(engine, client, settings)
+    found = reconcile(engine, client, settings)
+
+    assert found.totals.load.updated >= 1
+    assert sum(found.totals.changed_by_age.values()) == found.totals.load.updated
+    assert_equals_truth(engine, emu.store.truth())
+    again = reconcile(engine, client, settings)
+    assert (again.totals.load.inserted, again.totals.load.updated) == (0, 0)
+
+
+def test_reconcile_rewrites_rows_whose_columns_differ_from_what_their_raw_gives_today(
+    emulator, engine: Engine, database_url, connect
+):
+    emu, serving = emulator
+    settings = settings_for(serving.url, database_url)
+    client = connect(settings)
+    backfill(engine, client, settings, FIRST)
+    victims = [r["id"] for r in emu.store.truth() if storable(r)][:5]
+    with writer(engine).begin() as conn:  # columns as an older version of the parsing rules wrote them
+        conn.execute(update(Order).where(Order.id.in_(victims)).values(delivery_status="??", product_quantity=-1))
+
+    untouched = sync(engine, client, settings)
+    found = reconcile(engine, client, settings)
+
+    assert untouched.totals.load.updated == 0
+    assert found.totals.load.updated == len(victims)
+    rows = stored(engine)
+    truth = {r["id"]: r for r in emu.store.truth() if storable(r)}
+    for order_id in victims:
+        assert rows[order_id].delivery_status == truth[order_id].get("deliveryStatus")
+        assert rows[order_id].product_quantity == truth[order_id].get("productQuantity")
+
+
+def test_an_order_edited_while_its_window_is_paged_is_stored_in_its_newest_version(
+    serve, engine: Engine, database_url, connect
+):
+    """Newest-first with rows shifting: an order arrives at the top after the first page, pushing the
+    page's last row onto the next page, and that row was edited meanwhile: it comes back newer."""
+    zone = ZoneInfo("Asia/Kolkata")
+    day = datetime.now(zone).date() - timedelta(days=2)
+    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    base = [{"id": 100 - i, "createDate": noon - i * 1000, "lastModificationTime": noon} for i in range(30)]
+    edited = {**base[9], "lastModificationTime": noon + 5000, "deliveryStatus": "DL"}
+    arrived = {"id": 101, "createDate": noon + 1000, "lastModificationTime": noon + 1000}
+
+    def answer(body: dict) -> list[dict]:
+        offset = int(body["offset"])
+        rows = base if offset == 0 else [arrived, *base[:9], edited, *base[10:]]
+        return rows[offset : offset + 10]
+
+    settings = settings_for(serve(answer), database_url, page_size=10)
+    result = backfill(engine, connect(settings), settings, day, day)
+
+    row = stored(engine)[edited["id"]]
+    assert row.delivery_status == "DL" and row.raw == edited, "the first version served was kept, not the newest"
+    assert set(stored(engine)) == {r["id"] for r in base}  # `arrived` sits above the offsets read: next read
+    assert (result.totals.load.inserted, result.totals.load.updated) == (len(base), 1)
