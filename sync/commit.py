@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
@@ -95,8 +95,7 @@ def write_records(
     to_map: list[Any] = []
     confirmed: list[int] = []
     for record in records:
-        key = stamp(record) if floor_ms is not None else None
-        if key is not None and key[1] <= cast(int, floor_ms):
+        if floor_ms is not None and (key := stamp(record)) is not None and key[1] <= floor_ms:
             have = stored.get(key[0])
             if have is not None and have.modified_ms >= key[1]:
                 confirmed.append(key[1])
