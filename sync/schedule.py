@@ -50,10 +50,17 @@ class Schedule:
 
 
 def _task(nominal: Window, now: datetime, reason: str, entry: LedgerEntry | None, floor: datetime | None) -> Task:
-    if entry is not None and entry.progress is not None and reason != "reconcile":
-        p = entry.progress
-        return Task(nominal, p.end, p.floor, "resume", p)
-    return Task(nominal, min(nominal.end, now), floor, reason)
+    """A read of `nominal`: resumed at its committed page where that is safe, else from the start.
+
+    An interrupted read resumes only if the window was already closed when that read began: no
+    order can have arrived in it since, and sorting by create date keeps the pages in place. A
+    read that began while the window was open ended at its own "now": it is started over, so that
+    orders created since are read too.
+    """
+    progress = entry.progress if entry is not None else None
+    if progress is not None and reason in ("backfill", "resume") and progress.end >= nominal.end:
+        return Task(nominal, progress.end, progress.floor, "resume", progress)
+    return Task(nominal, min(nominal.end, now), floor, "new" if reason == "resume" else reason)
 
 
 def _nominal(clamped: Window, schedule: Schedule) -> Window:
@@ -94,6 +101,9 @@ def plan_sync(
 ) -> list[Task]:
     """New windows, the look-back, the overlap, and older windows that fell due.
 
+    A window of the look-back whose read was interrupted is read again from its start, so that a
+    completed `sync` holds every change made before it began; older ones resume (see `_task`).
+
     An older window is due when the time since its last full scan reaches `rescan_factor` times
     its age, so a window a month old is re-read about weekly and one a day old every run;
     beyond the horizon only `reconcile` reads it again.
@@ -111,8 +121,8 @@ def plan_sync(
         nominal = _nominal(clamped, schedule)
         entry = _entry(entries, nominal)
         age = now - nominal.end
-        if entry is not None and entry.progress is not None:
-            chosen[nominal.start] = _task(nominal, now, "resume", entry, None)
+        if entry is not None and entry.progress is not None and age >= schedule.lookback:
+            chosen[nominal.start] = _task(nominal, now, "resume", entry, schedule.floor(entry))
         elif entry is None or not entry.finished:
             if entry is not None or nominal.start >= first_scanned_from:
                 chosen[nominal.start] = _task(nominal, now, "new", entry, schedule.floor(entry))

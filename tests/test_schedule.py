@@ -108,3 +108,36 @@ def test_ledger_rows_of_another_width_do_not_count_as_read():
     assert [(t.nominal.start, t.nominal.end) for t in tasks] == [
         (windows_end(first - timedelta(days=1)), windows_end(first + timedelta(days=1)))
     ]
+
+
+def _interrupted(day_offset: int, read_end: datetime | None = None, finished: bool = False) -> dict:
+    nominal = Window(
+        windows_end(TODAY - timedelta(days=day_offset)), windows_end(TODAY - timedelta(days=day_offset - 1))
+    )
+    progress = Progress(NOW - timedelta(hours=1), read_end or nominal.end, None, None, nominal, 400, 400, 400, None)
+    scanned = (NOW - timedelta(days=2), nominal.end, NOW - timedelta(days=3)) if finished else (None, None, None)
+    return {nominal.start: LedgerEntry(nominal, *scanned, progress)}
+
+
+def test_an_interrupted_read_of_a_look_back_window_is_read_again_from_its_start_by_sync():
+    entries = _interrupted(3, finished=True)
+    [task] = [t for t in plan_sync(TODAY - timedelta(days=5), entries, SCHEDULE, NOW) if t.nominal.start in entries]
+    assert task.resume is None and task.reason == "lookback"
+    assert task.floor == NOW - timedelta(days=3) - SCHEDULE.floor_margin, "the last complete read's floor applies"
+
+
+def test_an_interrupted_read_of_an_older_closed_window_resumes_at_its_committed_page():
+    entries = _interrupted(20)
+    [task] = [t for t in plan_sync(TODAY - timedelta(days=25), entries, SCHEDULE, NOW) if t.nominal.start in entries]
+    assert task.reason == "resume" and task.resume is not None and task.resume.offset == 400
+
+
+def test_a_read_that_began_while_its_window_was_open_starts_over_with_the_new_end():
+    nominal_end = windows_end(TODAY - timedelta(days=19))
+    entries = _interrupted(20, read_end=nominal_end - timedelta(hours=5))
+    [task] = [
+        t
+        for t in plan_backfill(TODAY - timedelta(days=20), TODAY, entries, SCHEDULE, NOW)
+        if t.nominal.start in entries
+    ]
+    assert task.resume is None and task.end == nominal_end
