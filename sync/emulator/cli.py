@@ -13,7 +13,8 @@ from types import FrameType
 import click
 
 from sync.emulator import Emulator, EmulatorConfig
-from sync.emulator.faults import FAULT_KINDS
+from sync.emulator.config import DATE_FORMATS, METHODS
+from sync.emulator.faults import FAULT_KINDS, ORDER_KEYS
 
 _DEFAULTS = EmulatorConfig()
 
@@ -77,7 +78,29 @@ def _parse_fault(text: str) -> tuple[str, float]:
     type=click.IntRange(1),
     help="Page size when the request's limit is empty.",
 )
-@click.option("--newest-first", is_flag=True, help="Order pages by createDate descending.")
+@click.option("--newest-first", is_flag=True, help="Order pages newest first (descending).")
+@click.option(
+    "--order-by",
+    type=click.Choice(ORDER_KEYS),
+    default="createDate",
+    show_default=True,
+    help="Field pages are ordered by.",
+)
+@click.option("--ignore-offset", is_flag=True, help="Serve every page from the first row, whatever offset asks.")
+@click.option(
+    "--date-formats",
+    type=click.Choice(DATE_FORMATS),
+    default=_DEFAULTS.date_formats,
+    show_default=True,
+    help="Date filters accepted; the other format is refused with a failed body.",
+)
+@click.option(
+    "--method",
+    "method",
+    type=click.Choice(METHODS),
+    default=None,
+    help="Answer only this HTTP method (default: GET and POST); the other gets 405.",
+)
 @click.option("--latency-ms", default=0.0, show_default=True, type=click.FloatRange(0), help="Added to every pull.")
 @click.option(
     "--slow-seconds",
@@ -120,6 +143,10 @@ def emulator_command(
     limit_cap: int | None,
     default_limit: int,
     newest_first: bool,
+    order_by: str,
+    ignore_offset: bool,
+    date_formats: str,
+    method: str | None,
     latency_ms: float,
     slow_seconds: float,
     retry_after: int,
@@ -138,6 +165,8 @@ def emulator_command(
             password=password,
             cm_id=cm_id,
             timezone=timezone,
+            date_formats=date_formats,
+            methods=(method,) if method else METHODS,
             auth_failure_status=auth_failure_status,
             default_limit=default_limit,
             end_inclusive=not end_exclusive,
@@ -153,6 +182,8 @@ def emulator_command(
                 "rates": rates,
                 "limit_cap": limit_cap,
                 "newest_first": newest_first,
+                "order_by": order_by,
+                "ignore_offset": ignore_offset,
                 "latency_ms": latency_ms,
                 "slow_seconds": slow_seconds,
                 "retry_after_seconds": retry_after,
@@ -182,6 +213,10 @@ def emulator_command(
             click.echo(f"export KAPTURE_TIMEZONE={timezone}")
         if end_exclusive:
             click.echo("export KAPTURE_END_INCLUSIVE=false")
+        if date_formats == "datetime":
+            click.echo("export KAPTURE_DATE_FORMAT=datetime")
+        if method == "GET":
+            click.echo("export KAPTURE_HTTP_METHOD=GET")
         while not stop.wait(0.5):
             pass
     finally:

@@ -7,7 +7,11 @@ is a setting here rather than a constant, so tests can exercise either behaviour
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 from zoneinfo import ZoneInfo
+
+DATE_FORMATS: Final = ("both", "date", "datetime")
+METHODS: Final = ("GET", "POST")
 
 
 @dataclass
@@ -20,7 +24,14 @@ class EmulatorConfig:
     username: str = "demo"
     password: str = "demo"
     cm_id: int = 1000298
+    # The zone date filters are read in; "UTC" (or any other zone than the client's setting)
+    # plays an account whose API reads dates in another zone than the one its users see.
     timezone: str = "Asia/Kolkata"
+    # Date filters accepted: "both", or only "date" (YYYY-MM-DD) or "datetime" (YYYY-MM-DD HH:MM:SS);
+    # the other is refused with a failed body.
+    date_formats: str = "both"
+    # HTTP methods the endpoint answers; the other gets 405 with a failed body.
+    methods: tuple[str, ...] = METHODS
     # HTTP status that accompanies {"status": "failed"} bodies (auth and validation failures).
     auth_failure_status: int = 200
     default_limit: int = 100
@@ -47,6 +58,11 @@ class EmulatorConfig:
             raise ValueError("default_limit must be > 0")
         if not 100 <= self.auth_failure_status <= 599:
             raise ValueError("auth_failure_status must be an HTTP status (100-599)")
+        if self.date_formats not in DATE_FORMATS:
+            raise ValueError(f"date_formats must be one of {', '.join(DATE_FORMATS)}")
+        self.methods = tuple(m.upper() for m in self.methods)
+        if not self.methods or not set(self.methods) <= set(METHODS):
+            raise ValueError("methods must be GET, POST or both")
         if self.new_orders_per_minute < 0 or self.edits_per_minute < 0:
             raise ValueError("live rates must be >= 0")
         for name in ("old_edit_fraction", "malformed_rate"):

@@ -1,8 +1,8 @@
 """Faults the emulator injects into pull requests, so a client's resilience can be tested.
 
 Two mechanisms: a queue of one-shot faults for the next pull requests (deterministic tests), and
-standing settings (latency, a silent page-size cap, newest-first order, per-request fault rates
-drawn from a seeded RNG for fault-mix tests). One lock guards all of it.
+standing settings (latency, a silent page-size cap, the order of results, an ignored `offset`,
+per-request fault rates drawn from a seeded RNG for fault-mix tests). One lock guards all of it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,17 @@ from collections import Counter, deque
 from typing import Any, Final
 
 FAULT_KINDS: Final = ("500", "502", "503", "429", "timeout", "truncate", "bad_json", "failed_body", "disconnect")
-SETTINGS: Final = ("latency_ms", "limit_cap", "newest_first", "retry_after_seconds", "rates", "slow_seconds")
+SETTINGS: Final = (
+    "latency_ms",
+    "limit_cap",
+    "newest_first",
+    "order_by",
+    "ignore_offset",
+    "retry_after_seconds",
+    "rates",
+    "slow_seconds",
+)
+ORDER_KEYS: Final = ("createDate", "lastModificationTime")
 
 
 def _check_kind(kind: str) -> str:
@@ -39,6 +49,8 @@ class Faults:
         self._latency_ms = 0.0
         self._limit_cap: int | None = None
         self._newest_first = False
+        self._order_by = "createDate"
+        self._ignore_offset = False
         self._retry_after_seconds = 1
         self._rates: dict[str, float] = {}
         self._slow_seconds = 5.0
@@ -96,6 +108,8 @@ class Faults:
             self._latency_ms = 0.0
             self._limit_cap = None
             self._newest_first = False
+            self._order_by = "createDate"
+            self._ignore_offset = False
             self._retry_after_seconds = 1
             self._rates = {}
             self._slow_seconds = 5.0
@@ -129,7 +143,7 @@ class Faults:
 
     @property
     def newest_first(self) -> bool:
-        """Serve pages by createDate descending, so offset paging drifts when orders arrive."""
+        """Serve pages newest first (descending by `order_by`), so offset paging drifts when orders arrive."""
         with self._lock:
             return self._newest_first
 
@@ -139,6 +153,32 @@ class Faults:
             raise ValueError("newest_first must be true or false")
         with self._lock:
             self._newest_first = value
+
+    @property
+    def order_by(self) -> str:
+        """The field pages are sorted by: `createDate` or `lastModificationTime` (id breaks ties)."""
+        with self._lock:
+            return self._order_by
+
+    @order_by.setter
+    def order_by(self, value: str) -> None:
+        if value not in ORDER_KEYS:
+            raise ValueError(f"order_by must be one of {', '.join(ORDER_KEYS)}")
+        with self._lock:
+            self._order_by = value
+
+    @property
+    def ignore_offset(self) -> bool:
+        """Serve every page from the first row, whatever `offset` asks, as a server without paging would."""
+        with self._lock:
+            return self._ignore_offset
+
+    @ignore_offset.setter
+    def ignore_offset(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError("ignore_offset must be true or false")
+        with self._lock:
+            self._ignore_offset = value
 
     @property
     def retry_after_seconds(self) -> int:
@@ -188,6 +228,8 @@ class Faults:
                 "latency_ms": self._latency_ms,
                 "limit_cap": self._limit_cap,
                 "newest_first": self._newest_first,
+                "order_by": self._order_by,
+                "ignore_offset": self._ignore_offset,
                 "retry_after_seconds": self._retry_after_seconds,
                 "rates": dict(self._rates),
                 "slow_seconds": self._slow_seconds,

@@ -68,7 +68,11 @@ UNSUPPORTED_FILTERS: Final = frozenset(
 )
 KNOWN_FILTERS: Final = UNSUPPORTED_FILTERS | set(SUPPORTED_FILTERS)
 CM_ID_MESSAGE: Final = "cmId is required and must be > 0"
-DATE_FORMATS: Final = "'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'"
+DATE_PATTERNS: Final = {
+    "both": "'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM:SS'",
+    "date": "'YYYY-MM-DD'",
+    "datetime": "'YYYY-MM-DD HH:MM:SS'",
+}
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _DATETIME_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 _DIGITS_RE: Final = re.compile(r"\d{1,30}", re.ASCII)
@@ -154,8 +158,13 @@ def _id_list(name: str, value: Any) -> frozenset[int] | None:
     return frozenset(ids)
 
 
-def _date_bound(name: str, value: Any, zone: ZoneInfo, is_end: bool, end_inclusive: bool) -> int | None:
+def _date_bound(
+    name: str, value: Any, zone: ZoneInfo, is_end: bool, end_inclusive: bool, formats: str = "both"
+) -> int | None:
     """Epoch ms of a date filter read in the account's zone; an end bound comes back exclusive.
+
+    `formats` says which shapes are accepted ("both", "date", "datetime"); the other is refused as
+    unparsable, the way a server with one date pattern refuses the other.
 
     Start is inclusive. With `end_inclusive`, a date-only end covers that whole day and a
     datetime end that whole second; without it, the named instant itself is excluded.
@@ -170,10 +179,10 @@ def _date_bound(name: str, value: Any, zone: ZoneInfo, is_end: bool, end_inclusi
     text = value.strip() if isinstance(value, str) else None
     try:
         # The patterns fix the shape, so the (much faster) ISO parser reads exactly these forms.
-        if text is not None and _DATE_RE.fullmatch(text):
+        if text is not None and formats != "datetime" and _DATE_RE.fullmatch(text):
             local = datetime.fromisoformat(text)
             step = timedelta(days=1)
-        elif text is not None and _DATETIME_RE.fullmatch(text):
+        elif text is not None and formats != "date" and _DATETIME_RE.fullmatch(text):
             local = datetime.fromisoformat(text)
             step = timedelta(seconds=1)
         else:
@@ -188,7 +197,7 @@ def _date_bound(name: str, value: Any, zone: ZoneInfo, is_end: bool, end_inclusi
         return (local.replace(tzinfo=zone) - _EPOCH) // _MS
     except (ValueError, OverflowError):
         shown = repr(value)[:60]
-        raise RequestError(f"{name} {shown} is not a valid date: use {DATE_FORMATS}") from None
+        raise RequestError(f"{name} {shown} is not a valid date: use {DATE_PATTERNS[formats]}") from None
 
 
 def parse_pull_request(body: bytes, config: EmulatorConfig) -> PullQuery:
@@ -214,8 +223,12 @@ def parse_pull_request(body: bytes, config: EmulatorConfig) -> PullQuery:
         )
     zone = ZoneInfo(config.timezone)
     return PullQuery(
-        start_ms=_date_bound("createStartDate", data.get("createStartDate"), zone, False, config.end_inclusive),
-        end_ms=_date_bound("createEndDate", data.get("createEndDate"), zone, True, config.end_inclusive),
+        start_ms=_date_bound(
+            "createStartDate", data.get("createStartDate"), zone, False, config.end_inclusive, config.date_formats
+        ),
+        end_ms=_date_bound(
+            "createEndDate", data.get("createEndDate"), zone, True, config.end_inclusive, config.date_formats
+        ),
         customer_ids=_id_list("customerIds", data.get("customerIds")),
         order_ids=_id_list("orderIds", data.get("orderIds")),
         limit=_count("limit", data.get("limit"), config.default_limit, 1),

@@ -208,13 +208,14 @@ class PullHandler(BaseHTTPRequestHandler):
         if is_control and _is_loopback(self.client_address[0]):
             status, payload = self.server.control.handle(self.command, path, body)
             self._send_json(status, payload)
-        elif path == ENDPOINT_PATH and self.command in ("GET", "POST"):
+        elif path == ENDPOINT_PATH and self.command in self.server.config.methods:
             self._pull(body)
         elif path == ENDPOINT_PATH:
+            allowed = " or ".join(self.server.config.methods)
             self._send_json(
                 405,
-                {"message": f"{self.command} not allowed; use POST or GET", "status": "failed"},
-                {"Allow": "GET, POST"},
+                {"message": f"{self.command} not allowed; use {allowed}", "status": "failed"},
+                {"Allow": ", ".join(self.server.config.methods)},
             )
         else:
             self._send_json(404, {"message": "Not found", "status": "failed"})
@@ -251,8 +252,9 @@ class PullHandler(BaseHTTPRequestHandler):
             customer_ids=query.customer_ids,
             order_ids=query.order_ids,
             newest_first=faults.newest_first,
-            offset=query.offset,
+            offset=0 if faults.ignore_offset else query.offset,
             limit=query.limit if cap is None else min(query.limit, cap),
+            by_modified=faults.order_by == "lastModificationTime",
         )
         return 200, render_page(blobs), len(blobs)
 
