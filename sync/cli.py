@@ -39,6 +39,7 @@ def _settings_options(func: F) -> F:
         click.option("--database-url", help="SQLAlchemy URL of the target (KAPTURE_SYNC_DATABASE_URL)."),
         click.option("--base-url", help="Kapture account URL (KAPTURE_BASE_URL)."),
         click.option("--cm-id", type=int, help="Kapture account id (KAPTURE_CM_ID)."),
+        click.option("--account", help="With [[accounts]] in the config: the account, by name or cm_id."),
         click.option(
             "--set",
             "assignments",
@@ -60,7 +61,7 @@ def _overrides(params: dict[str, Any]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise SettingsError(f"bad setting: --set expects KEY=VALUE, got {item!r}")
         values[key.strip().replace("-", "_")] = value
-    for key in ("database_url", "base_url", "cm_id"):
+    for key in ("database_url", "base_url", "cm_id", "account"):
         if params.get(key) is not None:
             values[key] = params[key]
     return values
@@ -171,6 +172,19 @@ def reconcile_command(first: datetime | None, **params: Any) -> None:
         f"reconcile found {missed} change(s) the incremental runs had not stored"
         + (f" ({ages}; oldest order {result.totals.oldest_change_days} days old)" if missed else "")
     )
+
+
+@cli.command("daemon")
+@_settings_options
+def daemon_command(**params: Any) -> int:
+    """Run sync every interval and reconcile on a cron, for every account, until SIGTERM/SIGINT."""
+    from sync.daemon import run_daemon
+    from sync.settings import load_accounts
+
+    configure_logging(debug=bool(params.get("debug")))
+    if params.get("account"):
+        raise SettingsError("bad setting: the daemon syncs every account; --account is for one-shot commands")
+    return run_daemon(load_accounts(_overrides(params), params.get("config")))
 
 
 @cli.command("status")

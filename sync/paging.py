@@ -19,6 +19,7 @@ import structlog
 from sync.client import KaptureClient
 from sync.errors import PagingError
 from sync.schedule import Task
+from sync.stop import Stop
 from sync.transform import record_key, stamp
 from sync.windows import DateFormat, Window, can_split, halve, next_slice, request_bounds
 
@@ -56,8 +57,11 @@ class WindowScanned:
 Event = PageFetched | WindowScanned
 
 
-def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterator[Event]:
-    """Yield each page of one window, then `WindowScanned` once the end of every slice is reached."""
+def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Stop | None = None) -> Iterator[Event]:
+    """Yield each page of one window, then `WindowScanned` once the end of every slice is reached.
+
+    A set `stop` raises `Stopped` before the next request.
+    """
     window = task.window
     if task.resume is not None:
         piece, offset = task.resume.slice, task.resume.offset
@@ -82,6 +86,8 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules) -> Iterat
                     hint="set KAPTURE_DATE_FORMAT=datetime so deep windows can be split",
                 )
                 warned_deep = True
+        if stop is not None:
+            stop.check()
         start, end = request_bounds(piece, rules.zone, rules.date_format, rules.end_inclusive)
         page = client.pull({"createStartDate": start, "createEndDate": end}, offset, rules.page_size)
         pages += 1
@@ -149,6 +155,6 @@ def _version(record: Any) -> int:
     return -1 if key is None else key[1]
 
 
-def scan_all(client: KaptureClient, tasks: list[Task], rules: PagingRules) -> Iterator[Event]:
+def scan_all(client: KaptureClient, tasks: list[Task], rules: PagingRules, stop: Stop | None = None) -> Iterator[Event]:
     for task in tasks:
-        yield from scan_window(client, task, rules)
+        yield from scan_window(client, task, rules, stop)

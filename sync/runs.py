@@ -20,8 +20,9 @@ from sqlalchemy.exc import DBAPIError
 
 from sync.client import KaptureClient
 from sync.commit import PageCommitter, RunTotals
-from sync.db import database_problem, ensure_schema
+from sync.db import database_problem, ensure_schema, writer
 from sync.errors import DatabaseUnavailable, LeaseHeld, SyncError
+from sync.history import register_account
 from sync.lock import AccountLock
 from sync.paging import PageFetched, PagingRules, scan_all
 from sync.prefetch import prefetched
@@ -39,6 +40,7 @@ from sync.state import (
     start_run,
     watermark,
 )
+from sync.stop import Stop, Stopped
 
 log = structlog.get_logger(__name__)
 
@@ -104,8 +106,19 @@ def execute(
     on_plan: Callable[[list[Task]], None] | None = None,
     on_window: OnWindow | None = None,
     clock: Callable[[], datetime] = utcnow,
+    stop: Stop | None = None,
+    on_finish: Callable[[RunResult], None] | None = None,
+    record_refused: bool = True,
 ) -> RunResult:
-    """Hold the account's lock (and its lease record) while the windows are fetched and committed page by page."""
+    """Hold the account's lock (and its lease record) while the windows are fetched and committed page by page.
+
+    `stop` (the daemon's; never set for a one-shot command) ends the run at the next page
+    boundary as `interrupted`, raising `Stopped`. `on_finish` is handed the run's result whatever
+    its outcome. `record_refused=False` leaves no `refused` row when another process holds the
+    account (the daemon simply tries again at its next turn).
+    """
+    if stop is not None:
+        stop.check()
     account = Account(settings.cm_id)
     ttl = timedelta(seconds=settings.lease_seconds)
     owner = new_owner()
@@ -117,7 +130,8 @@ def execute(
         try:
             claim.acquire()
         except LeaseHeld as exc:
-            record_refused_run(engine, account, kind, now, str(exc))
+            if record_refused:
+                record_refused_run(engine, account, kind, now, str(exc))
             raise
         acquire_lease(engine, account, owner, ttl, now)
     except DBAPIError as exc:
@@ -128,10 +142,13 @@ def execute(
         raise
     try:
         run_id = start_run(engine, account, kind, now, {"window": str(settings.window)})
+        structlog.contextvars.bind_contextvars(run_id=run_id, cm_id=account.cm_id)
         tasks: list[Task] = []
         committer: PageCommitter | None = None
         outcome, error = "failed", None
         try:
+            with writer(engine).begin() as conn:
+                register_account(conn, settings, now)  # the zone and schedule the views show
             with engine.connect() as conn:
                 tasks = planner(ledger(conn, account), now)
                 start_watermark = watermark(conn, account)
@@ -148,9 +165,12 @@ def execute(
                 clock,
                 lambda: client.stats.requests - base_requests,
                 start_watermark,
+                settings.history,
             )
-            with closing(prefetched(scan_all(client, tasks, rules_of(settings)))) as events:
+            with closing(prefetched(scan_all(client, tasks, rules_of(settings), stop), stop=stop)) as events:
                 for event in events:
+                    if stop is not None:
+                        stop.check()  # before the page's transaction: a page commits whole or not at all
                     if isinstance(event, PageFetched):
                         committer.page(event)
                     else:
@@ -165,7 +185,7 @@ def execute(
                         if on_window:
                             on_window(event.task, done.seen)
             outcome = "success"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Stopped):
             outcome, error = "interrupted", "stopped by a signal"
             raise
         except DBAPIError as exc:
@@ -191,13 +211,16 @@ def execute(
                 finish_run(engine, run_id, outcome, clock(), error, details)
             except DBAPIError:
                 log.error("run.unrecorded", run_id=run_id, outcome=outcome)
-        result = RunResult(run_id, kind, outcome, totals, time.monotonic() - started, len(tasks), details)
+            result = RunResult(run_id, kind, outcome, totals, time.monotonic() - started, len(tasks), details)
+            if on_finish is not None:
+                on_finish(result)
         log.info("run.finish", kind=kind, run_id=run_id, outcome=outcome, **totals.as_counters())
         return result
     finally:
         with suppress(DBAPIError):
             release_lease(engine, account, owner, clock())
         claim.release()
+        structlog.contextvars.unbind_contextvars("run_id", "cm_id")
 
 
 def _reasons(tasks: list[Task]) -> dict[str, int]:

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -122,6 +122,19 @@ class Settings(DatabaseSettings):
         timedelta(hours=1), validation_alias=_env("KAPTURE_SYNC_FLOOR_MARGIN", "floor_margin")
     )
     lease_seconds: float = Field(600.0, gt=0, validation_alias=_env("KAPTURE_SYNC_LEASE_SECONDS", "lease_seconds"))
+    history: bool = Field(True, validation_alias=_env("KAPTURE_SYNC_HISTORY", "history"))
+
+    # --- the daemon (sync/daemon.py) -------------------------------------------------------------
+    name: str | None = Field(None, min_length=1, validation_alias=_env("KAPTURE_ACCOUNT_NAME", "name"))
+    interval: timedelta = Field(timedelta(minutes=15), validation_alias=_env("KAPTURE_SYNC_INTERVAL", "interval"))
+    reconcile_cron: str = Field("0 2 * * *", validation_alias=_env("KAPTURE_SYNC_RECONCILE_CRON", "reconcile_cron"))
+    failure_backoff_max: timedelta = Field(
+        timedelta(hours=1), validation_alias=_env("KAPTURE_SYNC_FAILURE_BACKOFF_MAX", "failure_backoff_max")
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, validation_alias=_env("KAPTURE_SYNC_METRICS_PORT", "metrics_port")
+    )
+    metrics_host: str = Field("0.0.0.0", validation_alias=_env("KAPTURE_SYNC_METRICS_HOST", "metrics_host"))
 
     @field_validator("base_url")
     @classmethod
@@ -133,10 +146,32 @@ class Settings(DatabaseSettings):
             raise ValueError("must not contain credentials: use KAPTURE_USERNAME/KAPTURE_PASSWORD")
         return value
 
-    @field_validator("window", "min_slice", "floor_margin", mode="before")
+    @field_validator("window", "min_slice", "floor_margin", "interval", "failure_backoff_max", mode="before")
     @classmethod
     def _read_duration(cls, value: object) -> timedelta:
         return parse_duration(value)
+
+    @field_validator("interval", "failure_backoff_max")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1 second")
+        return value
+
+    @field_validator("reconcile_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        """Five cron fields (minute hour day month weekday), read in the account's zone; `off` disables."""
+        from apscheduler.triggers.cron import CronTrigger
+
+        value = " ".join(value.split())
+        if value.lower() == "off":
+            return "off"
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a cron expression (minute hour day month weekday, or off): {exc}") from None
+        return value
 
     @field_validator("http_method", mode="before")
     @classmethod
@@ -186,6 +221,11 @@ class Settings(DatabaseSettings):
     def default_start(self, today: date) -> date:
         return self.start_date or today - timedelta(days=30)
 
+    @property
+    def label(self) -> str:
+        """How logs, metrics and health name the account: its `name`, else its cm_id."""
+        return self.name or str(self.cm_id)
+
 
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
@@ -229,9 +269,30 @@ def load_settings(
     config: str | Path | None = None,
     kind: type[S] = Settings,  # type: ignore[assignment]
 ) -> S:
-    """Build the settings, turning every validation error into one line that names the value."""
+    """Build the settings, turning every validation error into one line that names the value.
+
+    When the config file lists `[[accounts]]`, a `Settings` is one of them: the one named by the
+    `account` override (`--account`), or the only one.
+    """
     file_values = read_config_file(config_path(config))
+    listed = file_values.pop("accounts", None)
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    chosen = flags.pop("account", None)
+    if issubclass(kind, Settings) and (listed is not None or chosen is not None):
+        return cast(S, select_account(load_accounts(overrides, config), chosen))
+    return _layered(kind, [flags, ENV, file_values])
+
+
+ENV = "environment"
+# What names an account: in an [[accounts]] table these come from the table (or the variables and
+# the secrets file it names), never from the single-account variables or the file's top level.
+ACCOUNT_KEYS = ("name", "base_url", "cm_id", "username", "password", "auth_token")
+# One daemon, one database and one metrics port for all accounts: not settable per account.
+PROCESS_KEYS = ("database_url", "metrics_port", "metrics_host")
+
+
+def _layered(kind: type[S], layers: list[Any], drop_env: tuple[str, ...] = (), label: str = "") -> S:
+    """`kind` from the given layers, first wins: dicts of values, or `ENV` for the environment."""
 
     class _Layered(kind):  # type: ignore[valid-type,misc]
         @classmethod
@@ -243,12 +304,129 @@ def load_settings(
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values))
+            return tuple(
+                _EnvWithout(settings_cls, env_settings, drop_env)
+                if layer is ENV
+                else InitSettingsSource(settings_cls, init_kwargs=layer)
+                for layer in layers
+            )
 
     try:
-        return _Layered(**flags)  # type: ignore[no-any-return]
+        return _Layered()  # type: ignore[no-any-return]
     except ValidationError as exc:
-        raise SettingsError(describe_errors(exc)) from None
+        raise SettingsError(describe_errors(exc, label)) from None
+
+
+class _EnvWithout(PydanticBaseSettingsSource):
+    """The environment less the variables of some settings (an account's own keys)."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource, fields: tuple[str, ...]
+    ) -> None:
+        super().__init__(settings_cls)
+        self._env = env
+        self._drop = {_setting_name(f).lower() for f in fields} | {f.lower() for f in fields}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._env().items() if k.lower() not in self._drop}
+
+
+def load_accounts(
+    overrides: Mapping[str, Any] | None = None,
+    config: str | Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> list[Settings]:
+    """Every account to sync: each `[[accounts]]` table of the config file, else the single account.
+
+    An account's settings, first wins: command-line flags, its own table, the environment, the
+    file's top level, the defaults. Its name, URL, cm_id and credentials come from its table
+    only: `username_env`/`password_env`/`auth_token_env` name environment variables holding them,
+    `secrets_file` a TOML file holding `username`/`password`/`auth_token`.
+    """
+    path = config_path(config, environ)
+    file_values = read_config_file(path)
+    listed = file_values.pop("accounts", None)
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    flags.pop("account", None)
+    if listed is None:
+        return [_layered(Settings, [flags, ENV, file_values])]
+    if not isinstance(listed, list) or not listed or not all(isinstance(t, dict) for t in listed):
+        raise SettingsError("bad setting: accounts must be one or more [[accounts]] tables")
+    if clash := sorted(set(flags) & set(ACCOUNT_KEYS)):
+        raise SettingsError(
+            f"bad setting: {', '.join(clash)} given on the command line, but the config lists [[accounts]]: "
+            "use --account to choose one"
+        )
+    shared = {k: v for k, v in file_values.items() if k not in ACCOUNT_KEYS}
+    accounts = []
+    for number, table in enumerate(listed, 1):
+        label = f"accounts[{number}]" + (f" ({table['name']})" if isinstance(table.get("name"), str) else "")
+        values = _account_values(table, path, environ, label)
+        accounts.append(_layered(Settings, [flags, values, ENV, shared], drop_env=ACCOUNT_KEYS, label=label))
+    for what, key in (("name", lambda a: a.label), ("cm_id", lambda a: a.cm_id)):
+        seen = [key(a) for a in accounts]
+        if dupes := sorted({str(v) for v in seen if seen.count(v) > 1}):
+            raise SettingsError(f"bad setting: accounts: two accounts share the {what} {', '.join(dupes)}")
+    return accounts
+
+
+_CREDENTIALS = ("username", "password", "auth_token")
+
+
+def _account_values(table: dict[str, Any], path: Path | None, environ: Mapping[str, str], label: str) -> dict[str, Any]:
+    """An [[accounts]] table with its credentials read from the variables and the file it names."""
+    values = dict(table)
+    if wrong := sorted(set(values) & set(PROCESS_KEYS)):
+        raise SettingsError(
+            f"bad setting: {label}: {', '.join(wrong)} is shared by all accounts: set it at the top level"
+        )
+    for key in _CREDENTIALS:
+        variable = values.pop(f"{key}_env", None)
+        if variable is None:
+            continue
+        if not isinstance(variable, str) or not environ.get(variable):
+            raise SettingsError(f"bad setting: {label}: {key}_env names the variable {variable!r}, which is not set")
+        values[key] = environ[variable]
+    secrets = values.pop("secrets_file", None)
+    if secrets is not None:
+        secrets_path = Path(str(secrets)).expanduser()
+        if not secrets_path.is_absolute() and path is not None:
+            secrets_path = path.parent / secrets_path
+        try:
+            with secrets_path.open("rb") as handle:
+                found = tomllib.load(handle)
+        except OSError as exc:
+            raise SettingsError(f"bad setting: {label}: secrets_file {secrets_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError:
+            raise SettingsError(f"bad setting: {label}: secrets_file {secrets_path} is not valid TOML") from None
+        if other := sorted(set(found) - set(_CREDENTIALS)):
+            raise SettingsError(
+                f"bad setting: {label}: secrets_file {secrets_path} may hold only username, password and "
+                f"auth_token, not {', '.join(other)}"
+            )
+        for key, value in found.items():
+            values.setdefault(key, value)
+    return values
+
+
+def select_account(accounts: list[Settings], chosen: object | None) -> Settings:
+    """The account `--account` names (by name or cm_id), or the only one."""
+    if chosen is None:
+        if len(accounts) == 1:
+            return accounts[0]
+        names = ", ".join(a.label for a in accounts)
+        raise SettingsError(
+            f"bad setting: the config lists {len(accounts)} accounts ({names}): choose one with --account"
+        )
+    for account in accounts:
+        if str(chosen) in (account.label, str(account.cm_id)):
+            return account
+    raise SettingsError(
+        f"bad setting: --account {chosen} is not among the accounts ({', '.join(a.label for a in accounts)})"
+    )
 
 
 def _setting_name(field: str) -> str:
@@ -266,12 +444,12 @@ def _echoable(field: str, value: object) -> bool:
     return not (isinstance(value, str) and "@" in value)
 
 
-def describe_errors(exc: ValidationError) -> str:
-    """One line naming every bad value, without ever echoing a secret."""
+def describe_errors(exc: ValidationError, account: str = "") -> str:
+    """One line naming every bad value, without ever echoing a secret; an [[accounts]] table's by key."""
     parts = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
-        name = _setting_name(field) if field else "settings"
+        name = (field if account and field in ACCOUNT_KEYS else _setting_name(field)) if field else "settings"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "is required"
@@ -280,7 +458,7 @@ def describe_errors(exc: ValidationError) -> str:
         elif _echoable(field, error.get("input")):
             message = f"{message} (got {error['input']!r})"
         parts.append(f"{name} {message}" if field else message)
-    return "bad setting: " + "; ".join(parts)
+    return "bad setting: " + (f"{account}: " if account else "") + "; ".join(parts)
 
 
 def today_in(zone: ZoneInfo, now: datetime | None = None) -> date:

@@ -1,0 +1,56 @@
+"""A stop that every layer of a run honours: the paging loop, the prefetch thread and the page commit.
+
+Signals reach only the main thread. The one-shot commands run there, so SIGINT/SIGTERM raise
+`KeyboardInterrupt` where the run is (exit 130). The daemon runs its jobs in worker threads, where
+no signal ever arrives: its signal handler sets a `Stop` instead, and the run notices it
+
+- before each request of the paging loop (`sync.paging.scan_window`),
+- while waiting for the prefetch thread's next page, so a request in flight is not waited for
+  (`sync.prefetch.prefetched`; the thread is abandoned at its next step),
+- in the retry back-off sleeps of the client (`Stop.sleep` replaces `time.sleep`),
+- before each page's transaction (`sync.runs.execute`): a page is committed whole or not begun.
+
+It then raises `Stopped`, which the run records as `interrupted` before releasing the account.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class Stopped(Exception):
+    """Raised inside a run whose `Stop` was set; recorded as `interrupted`, never shown as a failure."""
+
+    def __init__(self, reason: str = "stopped") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Stop:
+    """A one-way flag with a reason; `Stop()` is never set unless someone calls `set`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str = "stopped") -> None:
+        if not self._event.is_set():
+            self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds for the stop; True when it is set."""
+        return self._event.wait(timeout)
+
+    def check(self) -> None:
+        """Raise `Stopped` if the stop is set."""
+        if self._event.is_set():
+            raise Stopped(self.reason)
+
+    def sleep(self, seconds: float) -> None:
+        """`time.sleep` that ends early, raising `Stopped`, when the stop is set (retry back-off)."""
+        if self._event.wait(max(0.0, seconds)):
+            raise Stopped(self.reason)
