@@ -82,7 +82,13 @@ class Written:
 
 
 def write_records(
-    conn: Connection, account: Account, records: list[Any], task: Task, run_id: int, now: datetime
+    conn: Connection,
+    account: Account,
+    records: list[Any],
+    task: Task,
+    run_id: int,
+    now: datetime,
+    history: bool = True,
 ) -> Written:
     """Store a page's records inside the caller's transaction; every served order ends up stored or rejected.
 
@@ -106,7 +112,9 @@ def write_records(
     for record in to_map:
         row = to_row(record, account.cm_id, now)
         (rejections if isinstance(row, Rejection) else rows).append(row)  # type: ignore[arg-type]
-    counts, changed = upsert_orders(conn, account.cm_id, rows, stored, rederive=task.reason == "reconcile")
+    counts, changed = upsert_orders(
+        conn, account.cm_id, rows, stored, rederive=task.reason == "reconcile", history=history
+    )
     counts.unchanged += len(confirmed)
     record_rejections(conn, account.cm_id, account.stream, rejections, task.window, run_id, now)
     stamps = [r["last_modification_time"] for r in rows]
@@ -127,6 +135,7 @@ class PageCommitter:
     clock: Callable[[], datetime]
     requests_so_far: Callable[[], int]
     start_watermark: datetime | None = None
+    history: bool = True  # also record each written version in `order_versions`
     totals: RunTotals = field(default_factory=RunTotals)
     _open: dict[datetime, Progress] = field(default_factory=dict)
     _requests_reported: int = 0
@@ -152,7 +161,7 @@ class PageCommitter:
         progress = self._progress(task, now)
         requests = self.requests_so_far() - self._requests_reported
         with writer(self.engine).begin() as conn:
-            written = write_records(conn, self.account, event.records, task, self.run_id, now)
+            written = write_records(conn, self.account, event.records, task, self.run_id, now, self.history)
             counts = written.counts
             progress = replace(
                 progress,

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from sync.fields import ORDER_FIELDS
+from sync.history import record_versions
 from sync.models import ORDER_COLUMNS, Order, RejectedRecord
 from sync.transform import RAW_JSON, Rejection
 from sync.windows import Window, to_ms
@@ -150,11 +151,13 @@ def upsert_orders(
     rows: Sequence[dict[str, Any]],
     stored: Mapping[int, Stored] | None = None,
     rederive: bool = False,
+    history: bool = True,
 ) -> tuple[LoadCounts, list[dict[str, Any]]]:
     """Write the new and changed rows of one page (unique by id); return the counts and those rows.
 
     `stored` is the page's `stored_versions` when the caller has read them already; `rederive`
-    also rewrites rows whose stored columns differ from what the current code derives.
+    also rewrites rows whose stored columns differ from what the current code derives; `history`
+    records each written row in `order_versions` too, in the same transaction.
     """
     if not rows:
         return LoadCounts(), []
@@ -184,6 +187,8 @@ def upsert_orders(
         changed.extend(stale)
     if changed:
         _write(conn, changed)
+        if history:
+            record_versions(conn, cm_id, [row["id"] for row in changed])
     return counts, changed
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -259,3 +260,65 @@ class RejectedRecord(Base):
 
 
 ORDER_COLUMNS: tuple[str, ...] = tuple(f.column for f in ORDER_FIELDS)
+
+
+# --- for analysts (issue 10): history, and what the views need to know -------------------------
+
+
+class OrderVersion(Base):
+    """Every distinct version of an order that a read saw, written in the page's transaction."""
+
+    __tablename__ = "order_versions"
+
+    cm_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    last_modification_time: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    create_date: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    delivery_status: Mapped[str | None] = mapped_column(Text)
+    product_quantity: Mapped[int | None] = mapped_column(Integer)
+    product_value: Mapped[Decimal | None] = mapped_column(Amount)
+    discount: Mapped[Decimal | None] = mapped_column(Amount)
+    selling_price: Mapped[Decimal | None] = mapped_column(Amount)
+    assigned_to_id: Mapped[int | None] = mapped_column(BigInteger)
+    invoice_sent: Mapped[bool | None] = mapped_column(Boolean)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONDocument, nullable=False)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (Index(None, "cm_id", "last_modification_time"),)
+
+
+class SyncAccount(Base):
+    """Per account, what the views must know and the last run wrote: its zone and its schedule."""
+
+    __tablename__ = "sync_accounts"
+
+    cm_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    lookback_days: Mapped[int | None] = mapped_column(Integer)
+    rescan_factor: Mapped[float | None] = mapped_column(Float)
+    rescan_horizon_days: Mapped[int | None] = mapped_column(Integer)
+    window_seconds: Mapped[int | None] = mapped_column(Integer)
+    history: Mapped[bool | None] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ZoneOffset(Base):
+    """A zone's UTC offset from `starts_at` until the next row: SQLite has no zone database of its own."""
+
+    __tablename__ = "sync_zone_offsets"
+
+    zone: Mapped[str] = mapped_column(String(64), primary_key=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    utc_offset_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
+    abbreviation: Mapped[str | None] = mapped_column(String(16))
+
+
+class DeliveryStatus(Base):
+    """Readable names for `deliveryStatus` codes; editable, since Kapture documents none of them."""
+
+    __tablename__ = "delivery_statuses"
+
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
