@@ -6,10 +6,12 @@ from alembic import context
 
 from sync.db import make_engine, writer
 from sync.models import Base
+from sync.schema_doc import annotate
 from sync.settings import DatabaseSettings, load_settings
 
 config = context.config
 target_metadata = Base.metadata
+annotate(target_metadata)  # the migrations' meanings as comments, so autogenerate agrees with PostgreSQL
 
 
 def _configure(connection: object) -> None:

@@ -13,10 +13,12 @@ from sqlalchemy import Engine, text
 from sync.db import alembic_config, current_revision, head_revision, make_engine, upgrade, writer
 from sync.fields import ORDER_FIELDS
 from sync.models import Base, Order
+from sync.schema_doc import annotate
 from sync.transform import to_row
 
 
 def test_migrations_and_models_agree(engine: Engine):
+    annotate()  # the migrations' meanings as comments, as env.py does
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
