@@ -19,6 +19,11 @@ class SettingsError(SyncError):
     cause = "bad setting"
 
 
+class ReadContradicted(SettingsError):
+    """Kapture's answers contradict the date settings (zone, end rule, format): the run stops and
+    leaves the ledger as it found it, so no window is vouched for on the strength of a wrong read."""
+
+
 class CredentialsRejected(SyncError):
     exit_code = 3
     cause = "credentials rejected"

@@ -21,7 +21,8 @@ from sqlalchemy.exc import DBAPIError
 from sync.client import KaptureClient
 from sync.commit import PageCommitter, RunTotals
 from sync.db import database_problem, ensure_schema, writer
-from sync.errors import DatabaseUnavailable, LeaseHeld, SyncError
+from sync.errors import DatabaseUnavailable, LeaseHeld, ReadContradicted, SyncError
+from sync.guard import RunGuard
 from sync.history import register_account
 from sync.lock import AccountLock
 from sync.paging import PageFetched, PagingRules, scan_all
@@ -37,8 +38,10 @@ from sync.state import (
     new_owner,
     record_refused_run,
     release_lease,
+    restore_windows,
     start_run,
     watermark,
+    window_rows,
 )
 from sync.stop import Stop, Stopped
 
@@ -144,6 +147,7 @@ def execute(
         run_id = start_run(engine, account, kind, now, {"window": str(settings.window)})
         structlog.contextvars.bind_contextvars(run_id=run_id, cm_id=account.cm_id)
         tasks: list[Task] = []
+        before: dict[datetime, dict[str, Any]] = {}  # the ledger rows of the planned windows, for the guard
         committer: PageCommitter | None = None
         outcome, error = "failed", None
         try:
@@ -151,6 +155,7 @@ def execute(
                 register_account(conn, settings, now)  # the zone and schedule the views show
             with engine.connect() as conn:
                 tasks = planner(ledger(conn, account), now)
+                before = window_rows(conn, account, [task.nominal.start for task in tasks])
                 start_watermark = watermark(conn, account)
             if on_plan:
                 on_plan(tasks)
@@ -168,7 +173,7 @@ def execute(
                 settings.history,
             )
             with closing(prefetched(scan_all(client, tasks, rules_of(settings), stop), stop=stop)) as events:
-                for event in events:
+                for event in RunGuard(client, rules_of(settings)).watch(events):
                     if stop is not None:
                         stop.check()  # before the page's transaction: a page commits whole or not at all
                     if isinstance(event, PageFetched):
@@ -191,6 +196,10 @@ def execute(
         except DBAPIError as exc:
             error = database_problem(engine, exc)
             raise DatabaseUnavailable(error) from None
+        except ReadContradicted as exc:  # the guard: leave no window recorded read by this run
+            error = str(exc)
+            restore_windows(engine, account, [task.nominal.start for task in tasks], before)
+            raise
         except SyncError as exc:
             error = str(exc)
             raise

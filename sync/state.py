@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, case, func, insert, literal, select, update
+from sqlalchemy import Table, case, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
@@ -246,6 +246,38 @@ def finish_window(conn: Connection, account: Account, nominal: Window, progress:
         **_progress_values(None),
     }
     _write_window(conn, account, nominal, values, scans_if_new=1)
+
+
+WindowRows = dict[datetime, dict[str, Any]]
+
+
+def window_rows(conn: Connection, account: Account, starts: Collection[datetime]) -> WindowRows:
+    """The ledger rows of these windows as they are now, every column: what `restore_windows` puts back."""
+    wanted = set(starts)
+    rows = conn.execute(
+        select(windows_t).where(windows_t.c.cm_id == account.cm_id, windows_t.c.stream == account.stream)
+    ).mappings()
+    return {r["window_start"]: dict(r) for r in rows if r["window_start"] in wanted}
+
+
+def restore_windows(engine: Engine, account: Account, starts: Collection[datetime], saved: WindowRows) -> None:
+    """Put these windows' ledger rows back as `saved` holds them (absent there: no row), in one
+    transaction, undoing a run's completions and progress: a read found wrong vouches for nothing
+    and resumes nowhere."""
+    ordered = sorted(set(starts))
+    rows = [saved[start] for start in ordered if start in saved]
+    with writer(engine).begin() as conn:
+        for first in range(0, len(ordered), 500):
+            chunk = ordered[first : first + 500]
+            conn.execute(
+                delete(windows_t).where(
+                    windows_t.c.cm_id == account.cm_id,
+                    windows_t.c.stream == account.stream,
+                    windows_t.c.window_start.in_(chunk),
+                )
+            )
+        if rows:
+            conn.execute(insert(windows_t), rows)
 
 
 # --- runs ----------------------------------------------------------------------------------

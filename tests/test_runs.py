@@ -260,9 +260,10 @@ def test_records_no_column_can_hold_are_rejected_and_the_good_ones_beside_them_s
         {**base, "id": 5, "extra": {"deep": "\x00"}},
         {**base, "id": 6, "remarks": "also good"},
     ]
-    url = serve(lambda body: page[int(body["offset"]) :][: int(body["limit"])])
+    url = serve(lambda body: page[int(body["offset"]) :][: int(body["limit"])])  # whatever the window asked
     settings = settings_for(url, database_url)
-    result = backfill(engine, connect(settings), settings, date.today() - timedelta(days=3))
+    day = (now - timedelta(days=1)).astimezone(ZoneInfo("Asia/Kolkata")).date()
+    result = backfill(engine, connect(settings), settings, day, day)  # the one window they belong to
     assert result.outcome == "success"
     assert sorted(stored(engine)) == [1, 6]
     reasons = sorted(r.reason for r in rejected(engine))

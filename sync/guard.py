@@ -1,0 +1,172 @@
+"""The run guard: a read that cannot be right stops the run before the ledger vouches for it.
+
+Kapture documents neither its date format, nor its end rule, nor the zone it reads dates in, so
+each is a setting; a wrong one fails silently (an exclusive end read as inclusive turns every
+one-day window into an empty one). Two checks catch what a wrong setting does to the answers:
+
+* **Served outside the window.** Every record's `createDate` must lie inside the range the
+  request asked for, as the settings read it. One that does not (a wrong zone, or an end read as
+  exclusive that is inclusive) stops the run before its page commits. Costs no request.
+* **Empty, yet a wider request finds orders.** Windows that served nothing are held back from
+  the ledger until the end of the run, then one request over their range, its end one day (or
+  second) later, must serve nothing inside them. Under a wrong end rule it serves exactly their
+  orders. Costs one request, only in runs where some window came back empty.
+
+Either way the run stops with exit status 2 (`ReadContradicted`) naming the settings to check,
+and `runs.execute` puts the ledger rows of its windows back as they were: no window of the run is
+recorded read. Paging itself is in `paging.py`; this module only judges what it yields.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from sync.client import KaptureClient
+from sync.errors import KaptureRejected, ReadContradicted
+from sync.paging import Event, PageFetched, PagingRules, WindowScanned
+from sync.schedule import Task
+from sync.windows import DAY, Window, from_ms, request_bounds, to_ms
+
+log = structlog.get_logger(__name__)
+
+SECOND = timedelta(seconds=1)
+
+
+def created_ms(record: Any) -> int | None:
+    """A record's `createDate` in epoch ms, or None when it is missing or unreadable (that record is
+    rejected by the transform; it says nothing about the window)."""
+    value = record.get("createDate") if isinstance(record, dict) else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _instant(wall: datetime, zone: ZoneInfo, latest: bool) -> datetime:
+    """The earliest (or latest) instant a wall time names: a repeated hour has two, a skipped one none."""
+    moments = [wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)]
+    return max(moments) if latest else min(moments)
+
+
+def requested_span(start: str, end: str, zone: ZoneInfo, end_inclusive: bool) -> tuple[int, int]:
+    """`[first, last)` in epoch ms of what `createStartDate`/`createEndDate` ask for under the settings,
+    taken widely around a daylight-saving change so that only a real contradiction lies outside."""
+    step = DAY if len(end.strip()) == 10 else SECOND
+    last = datetime.fromisoformat(end.strip()) + (step if end_inclusive else timedelta(0))
+    first = _instant(datetime.fromisoformat(start.strip()), zone, latest=False)
+    return to_ms(first), to_ms(_instant(last, zone, latest=True))
+
+
+def widened_end(end: str) -> str:
+    """`createEndDate` one unit later (a day, or a second), the same shape."""
+    text = end.strip()
+    if len(text) == 10:
+        return (datetime.fromisoformat(text) + DAY).date().isoformat()
+    return (datetime.fromisoformat(text) + SECOND).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _settings_named(rules: PagingRules) -> str:
+    return (
+        f"check KAPTURE_TIMEZONE ({rules.zone}), KAPTURE_END_INCLUSIVE ({str(rules.end_inclusive).lower()}) and "
+        f"KAPTURE_DATE_FORMAT ({rules.date_format}), e.g. with `kapture-sync check`; no window of this run was "
+        "recorded as read"
+    )
+
+
+def _when(epoch_ms: int, zone: ZoneInfo) -> str:
+    return from_ms(epoch_ms).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+@dataclass
+class RunGuard:
+    """Watches one run's events; `watch` yields them on, minus what a wrong setting produced."""
+
+    client: KaptureClient
+    rules: PagingRules
+    _served: set[datetime] = field(default_factory=set)  # windows that served a record in this run
+    _held: list[WindowScanned] = field(default_factory=list)  # empty windows awaiting the wider request
+
+    def watch(self, events: Iterable[Event]) -> Iterator[Event]:
+        for event in events:
+            if isinstance(event, PageFetched):
+                self._check_page(event)
+                self._served.add(event.task.nominal.start)
+                yield event
+            elif self._came_back_empty(event.task):
+                self._held.append(event)
+            else:
+                yield event
+        if self._held:
+            self._confirm_empty([held.task for held in self._held])
+        yield from self._held
+
+    def _came_back_empty(self, task: Task) -> bool:
+        resumed_with_orders = task.resume is not None and task.resume.seen > 0
+        return task.nominal.start not in self._served and not resumed_with_orders
+
+    def _check_page(self, event: PageFetched) -> None:
+        start, end = request_bounds(event.slice, self.rules.zone, self.rules.date_format, self.rules.end_inclusive)
+        self._inside(event.records, start, end)
+
+    def _inside(self, records: list[Any], start: str, end: str) -> None:
+        """Stop at the first record the request did not ask for."""
+        low, high = requested_span(start, end, self.rules.zone, self.rules.end_inclusive)
+        for record in records:
+            created = created_ms(record)
+            if created is not None and not low <= created < high:
+                raise ReadContradicted(
+                    f"bad setting: Kapture served order {record.get('id')} created "
+                    f"{_when(created, self.rules.zone)} for createStartDate={start!r} createEndDate={end!r}, "
+                    f"outside what was asked for: {_settings_named(self.rules)}"
+                )
+
+    def _confirm_empty(self, tasks: list[Task]) -> None:
+        """One request over the empty windows' range, its end one unit later: nothing inside them may come back.
+
+        Refused (a server that limits the span of a request), it is asked again for the last empty
+        window alone; refused again, the empty reads stand, with a warning in the log.
+        """
+        windows = sorted(task.window for task in tasks)
+        for first, last in ((windows[0], windows[-1]), (windows[-1], windows[-1])):
+            start = self._bounds(first)[0]
+            end = widened_end(self._bounds(last)[1])
+            try:
+                page = self.client.pull({"createStartDate": start, "createEndDate": end}, 0, self.rules.page_size)
+            except KaptureRejected as exc:
+                log.warning("guard.wide_request_refused", start=start, end=end, error=str(exc))
+                continue
+            self._inside(page.records, start, end)
+            self._nothing_inside(page.records, windows, start, end)
+            log.debug("guard.empty_windows_confirmed", windows=len(windows), start=start, end=end)
+            return
+        log.warning("guard.empty_windows_unconfirmed", windows=len(windows))
+
+    def _nothing_inside(self, records: list[Any], windows: list[Window], start: str, end: str) -> None:
+        starts = [to_ms(w.start) for w in windows]
+        for record in records:
+            created = created_ms(record)
+            if created is None:
+                continue
+            at = bisect_right(starts, created) - 1
+            if at >= 0 and created < to_ms(windows[at].end):
+                raise ReadContradicted(
+                    f"bad setting: {len(windows)} window(s) of this run came back empty, but a wider request "
+                    f"(createStartDate={start!r} createEndDate={end!r}) served order {record.get('id')} created "
+                    f"{_when(created, self.rules.zone)}, inside window {windows[at].label(self.rules.zone)}: "
+                    f"{_settings_named(self.rules)}"
+                )
+
+    def _bounds(self, window: Window) -> tuple[str, str]:
+        return request_bounds(window, self.rules.zone, self.rules.date_format, self.rules.end_inclusive)
