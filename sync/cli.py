@@ -6,6 +6,7 @@ Every failure the user can act on ends here as one line on stderr and a non-zero
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import traceback
@@ -189,9 +190,13 @@ def daemon_command(**params: Any) -> int:
 
 @cli.command("status")
 @click.option("--runs", default=10, show_default=True, help="How many recent runs to list.")
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output."
+)
 @_settings_options
-def status_command(runs: int, **params: Any) -> None:
-    """Watermark, lag and the last runs, for a person."""
+def status_command(runs: int, output: str, **params: Any) -> None:
+    """Watermark, lag, coverage, edit ages and the last runs, for a person (or JSON)."""
+    from sync.freshness import freshness, freshness_text
     from sync.report import accounts, status_text
     from sync.state import Account
 
@@ -202,12 +207,18 @@ def status_command(runs: int, **params: Any) -> None:
             known = accounts(conn)
             if params.get("cm_id"):
                 known = [Account(params["cm_id"])]
+            if output == "json":
+                figures = [freshness(conn, account) for account in known]
+                click.echo(json.dumps({"database": redact(engine.url), "accounts": figures}, default=str, indent=2))
+                return
             click.echo(f"database {redact(engine.url)}")
             if not known:
                 click.echo("no account has been synced yet: run `kapture-sync backfill` or `kapture-sync sync`")
             for account in known:
                 click.echo()
-                click.echo(status_text(conn, account, settings.zone, datetime.now(tz=UTC), runs))
+                text = status_text(conn, account, settings.zone, datetime.now(tz=UTC), runs)
+                head, _, runs_table = text.partition("\n\n")
+                click.echo("\n".join([head, *freshness_text(freshness(conn, account)), "", runs_table]))
 
 
 @cli.command("check")
