@@ -35,7 +35,8 @@ class PagingRules:
     split_offset: int
     min_slice: timedelta
     max_pages: int = 100_000
-    max_stale_pages: int = 3  # consecutive pages with nothing new before paging is declared stuck
+    max_stale_pages: int = 3  # the same page served again this many times: offset is ignored
+    max_drift_pages: int = 30  # full pages of rows already read, pushed back by arrivals, before giving up
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,8 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
         piece, offset = window, 0
     emitted: dict[int | str, int] = {}  # key -> stamp of the newest version handed on in this read
     in_piece: set[int | str] = set()
-    pages = stale = short_stale = widest = 0
+    pages = stale = drifted = short_stale = widest = 0
+    last_keys: list[int | str] = []
     proven = True
     warned_deep = False
     while True:
@@ -95,9 +97,10 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
             raise PagingError(f"window {window.label(rules.zone)} exceeded {rules.max_pages} pages; stopping")
         keys = [record_key(r) for r in page.records]
         widest = max(widest, len(keys))
+        repeated, last_keys = keys == last_keys, keys
         ended = not keys
         if any(k not in in_piece for k in keys):
-            stale = short_stale = 0
+            stale = drifted = short_stale = 0
         elif len(keys) < widest:
             # Orders arriving mid-scan (date-only bounds cannot exclude them) push already-read rows
             # onto later pages, so the tail of such a window may never come back empty. A short page
@@ -108,13 +111,23 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
                 ended, proven = True, False
                 log.info("window.unproven_end", window=window.label(rules.zone), offset=offset)
         elif keys:
-            stale += 1
+            # A full page of rows already read. The very page served before: the server ignores
+            # offset, and paging on would loop. Other rows already read: orders arriving at the front
+            # (newest-first, an open window) pushed them here, and paging on catches up, within a bound.
+            if repeated:
+                stale += 1
+            else:
+                drifted += 1
             if stale >= rules.max_stale_pages:
                 raise PagingError(
-                    f"Kapture served only records it had already served, {stale} full pages in a row, up to "
-                    f"offset {offset} of window {window.label(rules.zone)}: it may be ignoring offset, or orders "
-                    "arrive faster than they can be paged (KAPTURE_DATE_FORMAT=datetime lets windows end at a "
-                    "fixed time)"
+                    f"Kapture served the same {len(keys)} records for {stale + 1} offsets in a row, up to offset "
+                    f"{offset} of window {window.label(rules.zone)}: it is ignoring offset"
+                )
+            if drifted >= rules.max_drift_pages:
+                raise PagingError(
+                    f"Kapture served only records it had already served, {drifted} full pages in a row, up to "
+                    f"offset {offset} of window {window.label(rules.zone)}: orders arrive faster than they can be "
+                    "paged (KAPTURE_DATE_FORMAT=datetime lets windows end at a fixed time)"
                 )
         if ended:
             if piece.end >= window.end:

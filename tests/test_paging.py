@@ -75,3 +75,34 @@ def test_a_short_page_of_known_rows_is_read_past_so_a_varying_cap_loses_nothing(
     ids = {r["id"] for e in events if isinstance(e, PageFetched) for r in e.records}
     assert set(range(1, 251)) <= ids, f"{len(set(range(1, 251)) - ids)} orders were never read"
     assert isinstance(events[-1], WindowScanned) and events[-1].proven is True
+
+
+def test_full_pages_pushed_back_by_arrivals_are_paged_through_not_taken_for_an_ignored_offset(serve, connect):
+    first, rest = orders(range(10)), orders(range(10, 20))
+
+    def drifting(body: dict) -> list[dict]:
+        step = int(body["offset"]) // 10
+        if step == 0:
+            return first
+        if step <= 5:  # rows already read, pushed back by arrivals: another arrangement each time
+            return first[step:] + first[:step]
+        return rest if step == 6 else []
+
+    events = list(scan_window(connect(settings_for(serve(drifting))), TASK, RULES))
+    ids = [r["id"] for e in events if isinstance(e, PageFetched) for r in e.records]
+    assert ids == list(range(20)) and isinstance(events[-1], WindowScanned)
+
+
+def test_drift_that_never_lets_paging_catch_up_stops_the_run_with_a_hint(serve, connect):
+    first = orders(range(10))
+    url = serve(
+        lambda body: (
+            first
+            if int(body["offset"]) == 0
+            else first[1:] + first[:1]
+            if int(body["offset"]) // 10 % 2
+            else first[2:] + first[:2]
+        )
+    )
+    with pytest.raises(PagingError, match="arrive faster than they can be paged"):
+        list(scan_window(connect(settings_for(url)), TASK, RULES))
