@@ -6,6 +6,8 @@ Every failure the user can act on ends here as one line on stderr and a non-zero
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import signal
 import sys
@@ -219,6 +221,39 @@ def status_command(runs: int, output: str, **params: Any) -> None:
                 text = status_text(conn, account, settings.zone, datetime.now(tz=UTC), runs)
                 head, _, runs_table = text.partition("\n\n")
                 click.echo("\n".join([head, *freshness_text(freshness(conn, account)), "", runs_table]))
+
+
+@cli.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First create date, in the account's zone.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last create date (inclusive), account's zone.")
+@click.option("--output", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
+@_settings_options
+def export_command(fmt: str, since: datetime | None, until: datetime | None, output: str | None, **params: Any) -> None:
+    """Orders (orders_current, without raw) as CSV or Parquet, streamed in chunks."""
+    from sync.export import export, sink_for, stdout
+
+    settings: DatabaseSettings = _load(DatabaseSettings, params)
+    if fmt == "parquet":
+        sink_for("parquet", io.BytesIO())  # fails early, in one line, when pyarrow is missing
+    with _database(settings.database_url) as engine:
+        ensure_schema(engine)
+
+        def bar(total: int | None) -> Any:
+            return tqdm(total=total, desc="export", unit="order", file=sys.stderr, dynamic_ncols=True)
+
+        with open(output, "wb") if output else contextlib.nullcontext(stdout()) as out:
+            written = export(
+                engine,
+                fmt,
+                out,
+                params.get("cm_id"),
+                since.date() if since else None,
+                until.date() if until else None,
+                progress=bar if sys.stderr.isatty() else None,
+            )
+    if output:
+        click.echo(f"exported {written} orders to {output}", err=True)
 
 
 @cli.command("check")

@@ -437,6 +437,15 @@ def _setting_name(field: str) -> str:
     return field
 
 
+def _field_of(name: str) -> str:
+    """The field a validation error's location names, whether by field name or by variable."""
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name.lower() in (str(c).lower() for c in alias.choices):
+            return field
+    return name
+
+
 def _echoable(field: str, value: object) -> bool:
     """Show a bad value only for a known, non-secret setting, and never a URL carrying credentials."""
     if field not in Settings.model_fields or field in _SECRET_FIELDS or value is None:
@@ -449,6 +458,8 @@ def describe_errors(exc: ValidationError, account: str = "") -> str:
     parts = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
+        if account:  # an [[accounts]] table's keys are named as its keys
+            field = _field_of(field)
         name = (field if account and field in ACCOUNT_KEYS else _setting_name(field)) if field else "settings"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
