@@ -29,8 +29,7 @@ from sync.errors import DatabaseUnavailable, SettingsError, SyncError
 from sync.logs import configure_logging
 from sync.runs import RunResult, backfill, reconcile, sync
 from sync.schedule import Task
-from sync.settings import DatabaseSettings, Settings, load_settings, today_in
-from sync.windows import DAY, local_midnight, request_bounds, window_starting
+from sync.settings import DEFAULT_CONFIG_PATH, DatabaseSettings, Settings, config_path, load_settings, today_in
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -257,21 +256,40 @@ def export_command(fmt: str, since: datetime | None, until: datetime | None, out
 
 
 @cli.command("check")
+@click.option("--write-config", is_flag=True, help="Write the settings the account showed into the config file.")
 @_settings_options
-def check_command(**params: Any) -> None:
-    """Validate settings, reach the database and Kapture, and prove the credentials."""
+def check_command(write_config: bool, **params: Any) -> None:
+    """Validate settings, reach the database and Kapture, and learn how the API reads its filters."""
+    from sync.config_edit import toml_value, write_settings
+    from sync.probe import BUDGET, describe, disagreements, mismatch_line, probe
+
+    flags = _overrides(dict(params))
     settings: Settings = _load(Settings, params)
     click.echo(f"settings ok: account {settings.cm_id} at {settings.base_url}, zone {settings.timezone}")
     with _kapture(settings) as (engine, client):
         with engine.connect():
             pass
         click.echo(f"database ok: {redact(engine.url)}")
-        today = window_starting(local_midnight(today_in(settings.zone), settings.zone), DAY, settings.zone)
-        start, end = request_bounds(today, settings.zone, settings.date_format, settings.end_inclusive)
-        page = client.pull({"createStartDate": start, "createEndDate": end}, 0, 1)
-        click.echo(
-            f"kapture ok: credentials accepted, {settings.http_method} {settings.endpoint_path} answered "
-            f"({len(page.records)} record(s) on a 1-row probe of today)"
+        findings = probe(client, settings)
+    click.echo(f"kapture ok: credentials accepted; {findings.requests} of at most {BUDGET} requests to learn the API:")
+    for line in describe(findings, settings):
+        click.echo(line)
+    wrong = disagreements(findings, settings)
+    path = config_path(params.get("config")) or DEFAULT_CONFIG_PATH
+    if not wrong:
+        click.echo("every setting agrees with what the account does")
+        return
+    if not write_config:
+        raise SettingsError(
+            f"bad setting: the account contradicts {mismatch_line(wrong)}; "
+            f"`kapture-sync check --write-config` writes the right values to {path}"
+        )
+    write_settings(path, {key: right for key, (_, right) in wrong.items()})
+    click.echo(f"wrote {', '.join(f'{key} = {toml_value(right)}' for key, (_, right) in wrong.items())} to {path}")
+    still = disagreements(findings, load_settings(flags, path))
+    if still:
+        raise SettingsError(
+            f"bad setting: {mismatch_line(still)} still, from the environment or a flag, which win over {path}"
         )
 
 

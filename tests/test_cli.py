@@ -137,7 +137,9 @@ def test_check_proves_settings_database_and_credentials(emulator, tmp_path):
     database_url = f"sqlite:///{tmp_path / 'k.db'}"
     ok = run_cli("check", env=account_env(serving.url, database_url), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
-    assert [line.split(" ")[0] for line in ok.stdout.splitlines()] == ["settings", "database", "kapture"]
+    lines = ok.stdout.splitlines()
+    assert [line.split(" ")[0] for line in lines[:3]] == ["settings", "database", "kapture"]
+    assert lines[-1] == "every setting agrees with what the account does"
     wrong = run_cli("check", env=account_env(serving.url, database_url, "wrong"), cwd=tmp_path)
     assert wrong.returncode == 3
 

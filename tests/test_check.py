@@ -1,0 +1,50 @@
+"""`kapture-sync check` as a user meets it: the findings, exit 2 on a contradicted setting, and
+`--write-config` writing the right values so that check agrees and a backfill reads every order."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from sync.db import make_engine
+from tests.helpers import assert_equals_truth
+from tests.test_cli import account_env, one_line, run_cli
+
+
+def test_check_exits_2_naming_the_contradicted_setting_and_write_config_fixes_it(
+    start_emulator, database_url, tmp_path
+):
+    emu, serving = start_emulator(end_inclusive=False)
+    config = tmp_path / "config" / "kapture-sync.toml"
+    config.parent.mkdir()
+    config.write_text('# ours\n[kapture]\npassword = "demo"  # secret\n[sync]\nlookback_days = 3\n')
+    env = {k: v for k, v in account_env(serving.url, database_url).items() if k != "KAPTURE_PASSWORD"}
+
+    found = run_cli("check", env=env, cwd=tmp_path)
+    assert found.returncode == 2, found.stderr
+    assert "KAPTURE_END_INCLUSIVE=false (is true)" in one_line(found.stderr)
+    assert "end bound  datetime: exclusive; date: exclusive  <- KAPTURE_END_INCLUSIVE is true" in found.stdout
+
+    written = run_cli("check", "--write-config", env=env, cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    assert "wrote end_inclusive = false to config/kapture-sync.toml" in written.stdout
+    text = config.read_text()
+    assert text.startswith('# ours\n[kapture]\npassword = "demo"  # secret\n') and "lookback_days = 3" in text
+    assert "end_inclusive = false" in text
+
+    agreed = run_cli("check", env=env, cwd=tmp_path)
+    assert agreed.returncode == 0
+    assert agreed.stdout.splitlines()[-1] == "every setting agrees with what the account does"
+    done = run_cli("backfill", "--from", (date.today() - timedelta(days=12)).isoformat(), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    engine = make_engine(database_url)
+    assert_equals_truth(engine, emu.store.truth())
+    engine.dispose()
+
+
+def test_a_setting_the_environment_overrides_is_named_after_writing(start_emulator, tmp_path):
+    _, serving = start_emulator(timezone="UTC")
+    env = account_env(serving.url, f"sqlite:///{tmp_path / 'k.db'}", KAPTURE_TIMEZONE="Asia/Kolkata")
+    done = run_cli("check", "--write-config", env=env, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "KAPTURE_TIMEZONE=UTC (is Asia/Kolkata) still, from the environment" in one_line(done.stderr)
+    assert 'timezone = "UTC"' in (tmp_path / "config" / "kapture-sync.toml").read_text()
