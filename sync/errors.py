@@ -65,8 +65,16 @@ class LeaseHeld(SyncError):
 
 
 class TransientError(Exception):
-    """A failure worth retrying (5xx, 429, timeouts, truncated bodies); never reaches the user."""
+    """A failure worth retrying (5xx, 429, timeouts, truncated bodies, a failed body that says "try
+    again later", a page of unrecognisable shape); never reaches the user as such.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    `final` is what it becomes when the retries run out: `KaptureUnavailable` (exit 5) when Kapture
+    could not be heard, `KaptureRejected` (exit 4) when it answered, but only with failures.
+    """
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, final: type[SyncError] = KaptureUnavailable
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.final = final

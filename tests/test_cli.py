@@ -104,12 +104,17 @@ def test_rejected_credentials_exit_non_zero_write_nothing_and_never_echo_the_sec
 
 
 def test_a_failed_body_with_http_200_exits_non_zero_naming_the_cause(emulator, tmp_path):
+    """A "try again later" body is retried; when it outlasts the attempts the run stops with exit 4."""
     emu, serving = emulator
-    emu.faults.push("failed_body")
+    emu.faults.push("failed_body", 3)
     database_url = f"sqlite:///{tmp_path / 'k.db'}"
-    done = run_cli("backfill", "--from", FIRST, env=account_env(serving.url, database_url), cwd=tmp_path)
+    env = account_env(serving.url, database_url, KAPTURE_MAX_ATTEMPTS="3")
+    done = run_cli("backfill", "--from", FIRST, env=env, cwd=tmp_path)
     assert done.returncode == 4
-    assert "Kapture refused the request (Internal error, please retry)" in one_line(done.stderr)
+    assert (
+        "Kapture refused the request after 3 attempts: Something went wrong. Please try again later."
+        in one_line(done.stderr)
+    )
     engine = make_engine(database_url)
     assert stored(engine) == {}
     engine.dispose()

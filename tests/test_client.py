@@ -121,9 +121,10 @@ def test_judge_treats_a_string_where_the_list_belongs_as_no_data():
     assert _judge({"success": True, "order_details": [{"id": 1}]}).records == [{"id": 1}]
 
 
-def test_judge_refuses_an_unknown_shape_instead_of_guessing():
-    with pytest.raises(KaptureRejected, match="unknown shape"):
+def test_judge_retries_an_unknown_shape_instead_of_guessing():
+    with pytest.raises(TransientError, match="unknown shape") as caught:
         _judge({"data": []})
+    assert caught.value.final is KaptureRejected
     with pytest.raises(KaptureRejected, match="HTTP 400: cmId is required"):
         _judge({"message": "cmId is required", "status": "failed"}, status=400)
 
@@ -146,3 +147,91 @@ def test_a_corrupt_compressed_body_is_retried(serve, connect):
     client = connect(settings_for(url))
     assert client.pull(TODAY_WIDE, 0, 5).records == []
     assert client.stats.requests == 2
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["Something went wrong. Please try again later.", "Internal error, please retry", "Service busy", "no message"],
+)
+def test_a_failed_body_not_about_credentials_or_the_request_is_transient(message):
+    body = {"message": message, "status": "failed"} if message != "no message" else {"status": "failed"}
+    with pytest.raises(TransientError) as caught:
+        _judge(body)
+    assert caught.value.final is KaptureRejected
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "cmId is required and must be > 0",
+        "createStartDate '2024-13-01' is not a valid date: use YYYY-MM-DD",
+        "Invalid JSON body",
+        "cmId 5 is not this account",
+        "At least one filter is required besides cmId",
+        "Date range should not exceed 31 days",
+    ],
+)
+def test_a_failed_body_about_the_request_is_permanent(message):
+    with pytest.raises(KaptureRejected, match="refused the request"):
+        _judge({"message": message, "status": "failed"})
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    from datetime import UTC, datetime
+
+    from sync.client import retry_after
+
+    now = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    assert retry_after(httpx.Headers({"Retry-After": "7"}), now) == 7.0
+    assert retry_after(httpx.Headers({"Retry-After": "Fri, 01 May 2026 12:00:05 GMT"}), now) == 5.0
+    assert retry_after(httpx.Headers({"Retry-After": "Fri, 01 May 2026 11:00:00 GMT"}), now) == 0.0
+    assert retry_after(httpx.Headers({"Retry-After": "soon"}), now) is None
+    assert retry_after(httpx.Headers({}), now) is None
+
+
+def test_retry_after_as_an_http_date_is_honoured(emulator, connect):
+    emu, serving = emulator
+    emu.faults.retry_after_seconds = 2
+    emu.faults.push("429_date")
+    client = connect(settings_for(serving.url))
+    started = time.monotonic()
+    assert client.pull(TODAY_WIDE, 0, 5).records
+    assert time.monotonic() - started >= 0.9, "an HTTP date 2 s ahead (whole seconds) waits at least 1 s"
+    assert client.stats.requests == 2
+
+
+@pytest.mark.parametrize("kind", ["failed_body", "html", "list_body", "429_date"])
+def test_new_transient_kinds_are_retried_over_http(emulator, connect, kind):
+    emu, serving = emulator
+    emu.faults.retry_after_seconds = 0
+    emu.faults.push(kind, 2)
+    client = connect(settings_for(serving.url))
+    assert len(client.pull(TODAY_WIDE, 0, 5).records) == 5
+    assert client.stats.requests == 3 and client.stats.retries == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "shown"),
+    [
+        ("html", KaptureUnavailable, "starting '<!DOCTYPE html><html><head><title>Maintenance"),
+        ("list_body", KaptureRejected, "JSON list instead of an object, starting '[{\"message\""),
+        ("failed_body", KaptureRejected, "after 3 attempts: Something went wrong. Please try again later."),
+    ],
+)
+def test_an_unrecognisable_page_fails_with_its_first_bytes_after_the_retries(emulator, connect, kind, error, shown):
+    emu, serving = emulator
+    emu.faults.push(kind, 5)
+    client = connect(settings_for(serving.url, max_attempts=3))
+    with pytest.raises(error) as caught:
+        client.pull(TODAY_WIDE, 0, 5)
+    assert shown in str(caught.value)
+    assert client.stats.requests == 3
+
+
+def test_a_refused_body_is_not_retried(emulator, connect):
+    emu, serving = emulator
+    emu.faults.push("refused_body", 5)
+    client = connect(settings_for(serving.url))
+    with pytest.raises(KaptureRejected, match="Invalid request"):
+        client.pull(TODAY_WIDE, 0, 5)
+    assert client.stats.requests == 1

@@ -149,15 +149,17 @@ def test_transient_faults_are_retried_and_the_result_is_complete(emulator, engin
     assert sum(emu.stats()["faults"].values()) == 8
 
 
-def test_a_failed_body_with_http_200_stops_the_run_and_writes_nothing(emulator, engine: Engine, database_url, connect):
+def test_a_failed_body_about_the_request_stops_the_run_and_writes_nothing(
+    emulator, engine: Engine, database_url, connect
+):
     emu, serving = emulator
-    emu.faults.push("failed_body")
+    emu.faults.push("refused_body")
     settings = settings_for(serving.url, database_url)
-    with pytest.raises(KaptureRejected, match="Internal error"):
+    with pytest.raises(KaptureRejected, match="Invalid request"):
         backfill(engine, connect(settings), settings, FIRST)
     assert stored(engine) == {}
     [run] = runs(engine)
-    assert run.outcome == "failed" and "Internal error" in run.error
+    assert run.outcome == "failed" and "Invalid request" in run.error
 
 
 def test_a_second_process_cannot_sync_the_same_account_at_once(emulator, engine: Engine, database_url, connect):

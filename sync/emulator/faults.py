@@ -12,7 +12,21 @@ import threading
 from collections import Counter, deque
 from typing import Any, Final
 
-FAULT_KINDS: Final = ("500", "502", "503", "429", "timeout", "truncate", "bad_json", "failed_body", "disconnect")
+FAULT_KINDS: Final = (
+    "500",
+    "502",
+    "503",
+    "429",
+    "timeout",
+    "truncate",
+    "bad_json",
+    "failed_body",
+    "disconnect",
+    "429_date",
+    "html",
+    "list_body",
+    "refused_body",
+)
 SETTINGS: Final = (
     "latency_ms",
     "limit_cap",

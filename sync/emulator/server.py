@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -33,7 +34,9 @@ from sync.emulator.store import OrderStore, render_page
 ENDPOINT_PATH: Final = "/ms/customer-search/order-search/api/v1/pull-internal"
 MAX_BODY_BYTES: Final = 1 << 20
 INVALID_AUTH: Final = {"message": "Invalid Auth Key", "status": "failed"}
-FAILED_BODY: Final = {"message": "Internal error, please retry", "status": "failed"}
+FAILED_BODY: Final = {"message": "Something went wrong. Please try again later.", "status": "failed"}
+REFUSED_BODY: Final = {"message": "Invalid request: filter not supported", "status": "failed"}
+_HTML_PAGE: Final = b"<!DOCTYPE html><html><head><title>Maintenance</title></head><body>Back soon</body></html>"
 _CONTENT_LENGTH_RE: Final = re.compile(r"\d{1,12}", re.ASCII)
 _GATEWAY_PAGE: Final = "<html><head><title>{0}</title></head><body><center><h1>{0}</h1></center></body></html>\n"
 _STATUS_TEXT: Final = {"500": "500 Internal Server Error", "502": "502 Bad Gateway", "503": "503 Service Unavailable"}
@@ -279,6 +282,19 @@ class PullHandler(BaseHTTPRequestHandler):
                 {"message": "Too many requests", "status": "failed"},
                 {"Retry-After": str(faults.retry_after_seconds)},
             )
+            return
+        if fault == "429_date":
+            when = formatdate(time.time() + faults.retry_after_seconds, usegmt=True)
+            self._send_json(429, {"message": "Too many requests", "status": "failed"}, {"Retry-After": when})
+            return
+        if fault == "html":
+            self._send(200, _HTML_PAGE, "text/html")
+            return
+        if fault == "list_body":
+            self._send(200, b'[{"message": "unexpected"}]', "application/json")
+            return
+        if fault == "refused_body":
+            self._send_json(200, REFUSED_BODY)
             return
         if fault == "500":
             self._send_json(500, {"message": "Internal Server Error", "status": "failed"})

@@ -69,7 +69,7 @@ def test_failed_body_comes_with_http_200(emu):
     emulator.faults.push("failed_body")
     response = client.send(ALL)
     assert response.status_code == 200
-    assert response.json() == {"message": "Internal error, please retry", "status": "failed"}
+    assert response.json() == {"message": "Something went wrong. Please try again later.", "status": "failed"}
 
 
 def test_disconnect_closes_without_a_response(emu):
