@@ -345,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("kapture-sync: interrupted", err=True)
         return 130
+    except click.UsageError as exc:  # a bad argument: one line naming it, like a bad setting
+        click.echo(f"kapture-sync: bad argument: {' '.join(exc.format_message().split())}", err=True)
+        return 2
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
