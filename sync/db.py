@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sync.errors import DatabaseUnavailable, SettingsError
 
 WRITE = {"sqlite_begin": "BEGIN IMMEDIATE"}
+SQLITE_BUSY_SECONDS = 30.0  # `?timeout=N` in a SQLite URL changes it
 
 
 def normalize_url(raw: str) -> URL:
@@ -60,14 +61,18 @@ def make_engine(raw_url: str) -> Engine:
                 raise SettingsError(
                     f"bad setting: KAPTURE_SYNC_DATABASE_URL: cannot create folder {folder}: {exc.strerror}"
                 ) from None
-        engine = create_engine(url, json_serializer=_json, connect_args={"timeout": 30})
-        _sqlite_transactions(engine)
+        try:  # how long a write waits for another writer (an analyst's open transaction), seconds
+            busy = float(str(url.query.get("timeout", SQLITE_BUSY_SECONDS)))
+        except ValueError:
+            raise SettingsError("bad setting: KAPTURE_SYNC_DATABASE_URL: timeout= must be a number of seconds") from None
+        engine = create_engine(url, json_serializer=_json, connect_args={"timeout": busy})
+        _sqlite_transactions(engine, busy)
     else:
         engine = create_engine(url, json_serializer=_json, pool_pre_ping=True)
     return engine
 
 
-def _sqlite_transactions(engine: Engine) -> None:
+def _sqlite_transactions(engine: Engine, busy: float = 30.0) -> None:
     """Let SQLAlchemy, not pysqlite, decide when a transaction begins (SQLAlchemy's documented recipe)."""
 
     @event.listens_for(engine, "connect")
@@ -76,7 +81,7 @@ def _sqlite_transactions(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -124,10 +129,17 @@ def ensure_schema(engine: Engine) -> None:
         raise DatabaseUnavailable(database_problem(engine, exc)) from None
 
 
+# SQLite's words for a database that is there but cannot take a write: another writer's lock, a full
+# disk, a read-only file.
+_WRITE_FAILURES = ("database is locked", "disk is full", "disk i/o error", "readonly database", "read-only")
+
+
 def database_problem(engine: Engine, exc: BaseException) -> str:
     """One line naming the database and what went wrong: unreachable, or a statement it refused."""
     original = getattr(exc, "orig", None) or exc
     first_line = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
     if isinstance(exc, OperationalError | InterfaceError):
+        if any(word in first_line.lower() for word in _WRITE_FAILURES):  # reachable, but not writable now
+            return f"database could not write at {redact(engine.url)}: {first_line}"
         return f"database unreachable at {redact(engine.url)}: {first_line}"
     return f"database error at {redact(engine.url)}: {type(original).__name__}: {first_line}"
