@@ -276,14 +276,19 @@ def check_command(write_config: bool, **params: Any) -> None:
         click.echo(line)
     wrong = disagreements(findings, settings)
     path = config_path(params.get("config")) or DEFAULT_CONFIG_PATH
-    if not wrong:
-        click.echo("every setting agrees with what the account does")
+    if not wrong and not findings.ruled_out:
+        unknown = findings.undetermined()
+        if unknown:
+            click.echo(
+                f"no setting contradicted, but not known: {', '.join(unknown)} (see above); "
+                "the run guard stops a run that reads nothing where orders exist"
+            )
+        else:
+            click.echo("every setting agrees with what the account does")
         return
-    if not write_config:
-        raise SettingsError(
-            f"bad setting: the account contradicts {mismatch_line(wrong)}; "
-            f"`kapture-sync check --write-config` writes the right values to {path}"
-        )
+    if not write_config or not wrong:
+        hint = f"; `kapture-sync check --write-config` writes the right values to {path}" if wrong else ""
+        raise SettingsError(f"bad setting: the account contradicts {mismatch_line(wrong, findings.ruled_out)}{hint}")
     write_settings(path, {key: right for key, (_, right) in wrong.items()})
     click.echo(f"wrote {', '.join(f'{key} = {toml_value(right)}' for key, (_, right) in wrong.items())} to {path}")
     still = disagreements(findings, load_settings(flags, path))
@@ -291,6 +296,8 @@ def check_command(write_config: bool, **params: Any) -> None:
         raise SettingsError(
             f"bad setting: {mismatch_line(still)} still, from the environment or a flag, which win over {path}"
         )
+    if findings.ruled_out:
+        raise SettingsError(f"bad setting: the account contradicts {mismatch_line({}, findings.ruled_out)}")
 
 
 @cli.group("db")

@@ -3,7 +3,9 @@
 Only the keys `check` decides may be written (never a secret): each existing `key = value` line
 (top level, `[kapture]` or `[sync]`) gets the new value and keeps its comment; a missing key is
 added to `[kapture]`, or at the top when there is no such table. Other keys, comments and layout
-are untouched, and the result is read back before it replaces the file.
+are untouched, and the result is read back before it replaces the file. A file listing
+`[[accounts]]` is refused: each account's table holds its own overrides, and which one to edit
+is a person's call.
 """
 
 from __future__ import annotations
@@ -44,9 +46,17 @@ def write_settings(path: Path, values: Mapping[str, Any]) -> None:
         raise ValueError(f"not a setting check writes: {', '.join(unknown)}")
     original = path.read_text(encoding="utf-8") if path.exists() else ""
     try:
-        tomllib.loads(original)
+        parsed = tomllib.loads(original)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"bad setting: config file {path} is not valid TOML: {exc}") from None
+    if isinstance(parsed.get("accounts"), list):
+        # Each [[accounts]] table holds its own overrides: a value written at the top would reach the
+        # accounts that were not checked, and not the checked one if its table sets the key.
+        shown = ", ".join(f"{key} = {toml_value(value)}" for key, value in values.items())
+        raise SettingsError(
+            f"bad setting: {path} lists [[accounts]], whose tables --write-config does not edit: "
+            f"set {shown} in the checked account's table by hand"
+        )
     text = _edited(original, values)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -61,10 +61,17 @@ class Finding:
     value: Any = None
 
 
+# The settings a wrong value of which loses orders without an error: `check` says when it could
+# not determine one, rather than letting "nothing contradicted" read as "all confirmed".
+ESSENTIAL = ("date_format", "timezone", "end_inclusive")
+
+
 @dataclass
 class Findings:
     items: list[Finding] = field(default_factory=list)
     requests: int = 0
+    # Config key -> the current value the account showed to be wrong, without showing the right one.
+    ruled_out: dict[str, Any] = field(default_factory=dict)
 
     def add(self, topic: str, text: str, setting: str | None = None, value: Any = None) -> None:
         self.items.append(Finding(topic, text, setting, value))
@@ -72,6 +79,11 @@ class Findings:
     def right(self) -> dict[str, Any]:
         """The settings the account showed, by config key (only those it showed)."""
         return {f.setting: f.value for f in self.items if f.setting is not None and f.value is not None}
+
+    def undetermined(self) -> list[str]:
+        """The essential settings the account did not show, by environment name."""
+        shown = set(self.right()) | set(self.ruled_out)
+        return [ENV_NAMES[key] for key in ESSENTIAL if key not in shown]
 
 
 def disagreements(findings: Findings, settings: Settings) -> dict[str, tuple[Any, Any]]:
@@ -137,6 +149,18 @@ class Prober:
         client = self.client if method is None else dataclasses.replace(self.client, method=method)
         return client.pull(filters, offset, limit or self.limit)
 
+    def _filters_by_id(self, order: _Known, sample: list[Any]) -> bool:
+        """Whether `orderIds` narrows a page to that order: every zone and end question relies on it.
+
+        Asked only when the sample holds other orders (with one order the answer is the same
+        either way); one request.
+        """
+        others = {r.get("id") for r in sample if isinstance(r, dict)} - {order.id}
+        if not others:
+            return True
+        page = self._pull({**self._finder, "orderIds": str(order.id)}, 0, 10)
+        return {r.get("id") for r in page.records if isinstance(r, dict)} <= {order.id}
+
     def _served(self, order: _Known, start: str, end: str) -> bool:
         """Whether `order` is served for `[start, end]` (asked by id, so page size never hides it)."""
         page = self._pull({"createStartDate": start, "createEndDate": end, "orderIds": str(order.id)}, 0, 10)
@@ -150,7 +174,12 @@ class Prober:
         try:
             sample = self._find_orders(fmt)
             known = [k for k in map(_Known.of, sample) if k is not None]
-            self._zone_and_end(known, formats, fmt)  # first: what a wrong setting loses orders over
+            if known and not self._filters_by_id(known[0], sample):
+                why = "cannot tell: the API ignores the orderIds filter these questions are asked with"
+                self.found.add("zone", why)
+                self.found.add("end bound", why)
+            else:
+                self._zone_and_end(known, formats, fmt)  # first: what a wrong setting loses orders over
             self._order(sample)
             self._paging(sample)
         except OutOfBudget:
@@ -308,11 +337,16 @@ class Prober:
         for zone in zones:
             if self._served(order, *_range_second(order, zone, 1)):
                 return zone
+        self._no_zone(zones)
+        return None
+
+    def _no_zone(self, zones: list[str]) -> None:
+        """Every zone tried, the configured one first, was ruled out: the configured one is wrong."""
         self.found.add(
             "zone",
             f"none of {', '.join(zones)}: set KAPTURE_TIMEZONE to the zone the account's API reads dates in",
         )
-        return None
+        self.found.ruled_out["timezone"] = self.settings.timezone
 
     def _date_rule(self, order: _Known, zone: str) -> bool | None:
         """`[d, d]` holds the order only when the end is inclusive; `[d, d+1]` holds it either way."""
@@ -352,9 +386,7 @@ class Prober:
                 )
                 return None
             return zone
-        self.found.add(
-            "zone", f"none of {', '.join(zones)}: set KAPTURE_TIMEZONE to the zone the account's API reads dates in"
-        )
+        self._no_zone(zones)
         return None
 
     def _note_rules(self, rules: dict[str, bool | None], fmt: str) -> None:
@@ -422,11 +454,11 @@ def describe(findings: Findings, settings: Settings) -> list[str]:
     return lines
 
 
-def mismatch_line(wrong: Mapping[str, tuple[Any, Any]]) -> str:
-    """`KAPTURE_X=right, ...` for the settings the account contradicts."""
-    return ", ".join(
-        f"{ENV_NAMES[key]}={_shown(right)} (is {_shown(current)})" for key, (current, right) in wrong.items()
-    )
+def mismatch_line(wrong: Mapping[str, tuple[Any, Any]], ruled_out: Mapping[str, Any] | None = None) -> str:
+    """`KAPTURE_X=right, ...` for the settings the account contradicts, then those it only ruled out."""
+    parts = [f"{ENV_NAMES[key]}={_shown(right)} (is {_shown(current)})" for key, (current, right) in wrong.items()]
+    parts += [f"{ENV_NAMES[key]} (not {_shown(current)})" for key, current in (ruled_out or {}).items()]
+    return ", ".join(parts)
 
 
 def probe(client: KaptureClient, settings: Settings, now: datetime | None = None, budget: int = BUDGET) -> Findings:

@@ -48,3 +48,19 @@ def test_a_setting_the_environment_overrides_is_named_after_writing(start_emulat
     assert done.returncode == 2
     assert "KAPTURE_TIMEZONE=UTC (is Asia/Kolkata) still, from the environment" in one_line(done.stderr)
     assert 'timezone = "UTC"' in (tmp_path / "config" / "kapture-sync.toml").read_text()
+
+
+def test_a_configured_zone_the_account_rules_out_is_exit_2_not_agreement(start_emulator, tmp_path):
+    _, serving = start_emulator(timezone="America/New_York")
+    found = run_cli("check", env=account_env(serving.url, f"sqlite:///{tmp_path / 'k.db'}"), cwd=tmp_path)
+    assert found.returncode == 2, found.stdout
+    assert "KAPTURE_TIMEZONE (not Asia/Kolkata)" in one_line(found.stderr)
+    assert "every setting agrees" not in found.stdout
+
+
+def test_what_check_could_not_learn_is_said_instead_of_agreement(start_emulator, tmp_path):
+    _, serving = start_emulator(orders=0)
+    found = run_cli("check", env=account_env(serving.url, f"sqlite:///{tmp_path / 'k.db'}"), cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    last = found.stdout.splitlines()[-1]
+    assert last.startswith("no setting contradicted, but not known: KAPTURE_TIMEZONE, KAPTURE_END_INCLUSIVE"), last

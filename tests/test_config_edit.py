@@ -73,3 +73,12 @@ def test_secrets_are_never_written_and_a_broken_file_is_left_alone(tmp_path):
     with pytest.raises(SettingsError, match="not valid TOML"):
         write_settings(path, {"timezone": "UTC"})
     assert path.read_text() == "[kapture\n"
+
+
+def test_a_file_listing_accounts_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "k.toml"
+    original = '[[accounts]]\nname = "acme"\ncm_id = 1\n\n[[accounts]]\nname = "beta"\ncm_id = 2\nend_inclusive = true\n'
+    path.write_text(original)
+    with pytest.raises(SettingsError, match=r"\[\[accounts\]\].*set end_inclusive = false in the checked account"):
+        write_settings(path, {"end_inclusive": False})
+    assert path.read_text() == original

@@ -3,6 +3,10 @@ within the request budget, and "too few orders to tell" where the account cannot
 
 from __future__ import annotations
 
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -120,6 +124,46 @@ def test_check_finds_what_the_account_does(start_emulator, connect, mode):
     shown = describe(findings, settings)
     assert len(shown) == len(findings.items) and all(len(line) < 220 for line in shown)
     assert sum("<- KAPTURE_" in line for line in shown) == len(wrong)
+
+
+def test_a_zone_the_account_does_not_read_dates_in_is_ruled_out(start_emulator, connect):
+    _, serving = start_emulator(timezone="America/New_York")
+    settings = settings_for(serving.url)
+    findings = probe(connect(settings), settings)
+    assert findings.ruled_out == {"timezone": "Asia/Kolkata"}
+    assert "KAPTURE_TIMEZONE" not in findings.undetermined()
+
+
+def test_a_server_that_ignores_order_ids_leaves_zone_and_end_unknown(connect):
+    """The zone and end questions ask by `orderIds`; answers from a server ignoring it would be guesses."""
+    yesterday = int((datetime.now(UTC) - timedelta(days=1)).timestamp()) // 60 * 60_000
+    records = [{"id": 10 + i, "createDate": yesterday + i * 1000, "lastModificationTime": yesterday} for i in range(5)]
+
+    class Everything(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"success": "true", "order_details": records}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer  # noqa: N815 (http.server's naming)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Everything)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = settings_for(f"http://127.0.0.1:{server.server_address[1]}")
+        findings = probe(connect(settings), settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "ignores the orderIds filter" in lines_by_topic(findings)["end bound"]
+    assert {"timezone", "end_inclusive"}.isdisjoint(findings.right()) and not findings.ruled_out
+    assert findings.undetermined() == ["KAPTURE_TIMEZONE", "KAPTURE_END_INCLUSIVE"]
 
 
 def test_a_spent_budget_leaves_the_rest_unknown_instead_of_guessed(start_emulator, connect):
