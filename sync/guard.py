@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,10 +29,12 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from sync.client import KaptureClient
+from sync.client import KaptureClient, Page
 from sync.errors import KaptureRejected, ReadContradicted
 from sync.paging import Event, PageFetched, PagingRules, WindowScanned
+from sync.prefetch import prefetched
 from sync.schedule import Task
+from sync.stop import Stop
 from sync.windows import DAY, Window, from_ms, request_bounds, to_ms
 
 log = structlog.get_logger(__name__)
@@ -95,6 +98,7 @@ class RunGuard:
 
     client: KaptureClient
     rules: PagingRules
+    stop: Stop | None = None  # the daemon's: a stop ends the wider request at once, without waiting for it
     _served: set[datetime] = field(default_factory=set)  # windows that served a record in this run
     _held: list[WindowScanned] = field(default_factory=list)  # empty windows awaiting the wider request
 
@@ -143,7 +147,7 @@ class RunGuard:
             start = self._bounds(first)[0]
             end = widened_end(self._bounds(last)[1])
             try:
-                page = self.client.pull({"createStartDate": start, "createEndDate": end}, 0, self.rules.page_size)
+                page = self._pull({"createStartDate": start, "createEndDate": end})
             except KaptureRejected as exc:
                 log.warning("guard.wide_request_refused", start=start, end=end, error=str(exc))
                 continue
@@ -152,6 +156,17 @@ class RunGuard:
             log.debug("guard.empty_windows_confirmed", windows=len(windows), start=start, end=end)
             return
         log.warning("guard.empty_windows_unconfirmed", windows=len(windows))
+
+    def _pull(self, filters: dict[str, str]) -> Page:
+        """The wider request, stop-aware like the paging: in a thread of its own, abandoned when the stop is set."""
+
+        def request() -> Iterator[Page]:
+            yield self.client.pull(filters, 0, self.rules.page_size)
+
+        if self.stop is None:
+            return next(request())
+        with closing(prefetched(request(), depth=1, stop=self.stop)) as pages:
+            return next(pages)
 
     def _nothing_inside(self, records: list[Any], windows: list[Window], start: str, end: str) -> None:
         starts = [to_ms(w.start) for w in windows]

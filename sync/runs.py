@@ -173,7 +173,7 @@ def execute(
                 settings.history,
             )
             with closing(prefetched(scan_all(client, tasks, rules_of(settings), stop), stop=stop)) as events:
-                for event in RunGuard(client, rules_of(settings)).watch(events):
+                for event in RunGuard(client, rules_of(settings), stop).watch(events):
                     if stop is not None:
                         stop.check()  # before the page's transaction: a page commits whole or not at all
                     if isinstance(event, PageFetched):

@@ -7,6 +7,8 @@ no signal ever arrives: its signal handler sets a `Stop` instead, and the run no
 - before each request of the paging loop (`sync.paging.scan_window`),
 - while waiting for the prefetch thread's next page, so a request in flight is not waited for
   (`sync.prefetch.prefetched`; the thread is abandoned at its next step),
+- while waiting for the run guard's one wider request, made in a thread of its own for that reason
+  (`sync.guard.RunGuard`),
 - in the retry back-off sleeps of the client (`Stop.sleep` replaces `time.sleep`),
 - before each page's transaction (`sync.runs.execute`): a page is committed whole or not begun.
 

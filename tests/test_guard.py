@@ -3,6 +3,8 @@ a wrong zone, end rule or format stops the run (exit 2) and leaves no window rec
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,8 +14,10 @@ from sqlalchemy import Engine, select
 
 from sync.errors import ReadContradicted
 from sync.models import SyncWindow
-from sync.runs import backfill
-from sync.windows import to_ms
+from sync.guard import widened_end
+from sync.runs import backfill, rules_of
+from sync.stop import Stop, Stopped
+from sync.windows import request_bounds, to_ms
 from tests.conftest import settings_for
 from tests.helpers import assert_equals_truth, runs, stored
 from tests.test_cli import account_env, one_line, run_cli
@@ -124,3 +128,39 @@ def test_the_command_line_names_the_settings_in_one_line_and_exits_2(emulator, s
     line = one_line(done.stderr)
     assert line.startswith("kapture-sync: bad setting:") and "KAPTURE_END_INCLUSIVE (true)" in line
     assert "no window of this run was recorded as read" in line
+
+
+def test_a_stop_during_the_guards_wider_request_ends_the_run_within_seconds_as_interrupted(
+    start_emulator, engine: Engine, database_url, connect
+):
+    """The daemon's stop is honoured in the guard's extra request too, not only in the paging: a request
+    the server holds (here 20 s) is abandoned, the run recorded `interrupted`, its lock released."""
+    emu, serving = start_emulator(orders=0)  # every window empty: the guard asks once more, wider
+    emu.faults.slow_seconds = 20
+    settings = settings_for(serving.url, database_url, timeout=60)
+    client = connect(settings)
+    stop = Stop()
+    plan: list[Any] = []
+    first, last = TODAY - timedelta(days=4), TODAY - timedelta(days=2)
+    pull = client.pull
+
+    def pull_held_when_wide(filters: dict[str, str], offset: int, limit: int) -> Any:
+        tasks = sorted(task.window for task in plan[0])
+        rules = rules_of(settings)
+        start = request_bounds(tasks[0], rules.zone, rules.date_format, rules.end_inclusive)[0]
+        end = widened_end(request_bounds(tasks[-1], rules.zone, rules.date_format, rules.end_inclusive)[1])
+        if filters == {"createStartDate": start, "createEndDate": end}:  # the guard's wider request
+            emu.faults.push("timeout", 1)  # held by the server for slow_seconds
+            threading.Timer(0.5, stop.set, args=("received SIGTERM",)).start()
+        return pull(filters, offset, limit)
+
+    client.pull = pull_held_when_wide  # type: ignore[method-assign]
+    began = time.monotonic()
+    with pytest.raises(Stopped):
+        backfill(engine, client, settings, first, last, stop=stop, on_plan=plan.append)
+    took = time.monotonic() - began
+    assert emu.faults.injected().get("timeout") == 1, "the guard's request was never made"
+    assert took < 3, f"took {took:.1f}s to stop inside the guard's request"
+    [run] = runs(engine)
+    assert run.outcome == "interrupted" and run.finished_at is not None, run
+    assert not finished(engine), "no empty window is recorded read without the guard's confirmation"
