@@ -2,7 +2,8 @@
 
 Everything goes through one handler on the standard `logging` root: structlog's own events and
 whatever other libraries (APScheduler, httpx, SQLAlchemy, Alembic, ...) log through `logging`,
-rendered by structlog's `ProcessorFormatter`. So a library's warning is a JSON line like ours, and
+rendered by structlog's `ProcessorFormatter`, and Python's `warnings` through `logging.captureWarnings`.
+So a library's warning is a JSON line like ours, and
 every line carries the context bound with `structlog.contextvars` (the daemon binds the account,
 `sync.runs.execute` the run id), whichever thread logs it.
 """
@@ -58,3 +59,6 @@ def configure_logging(debug: bool = False, stream: TextIO | None = None, quiet: 
     # httpx logs every request URL at INFO; our own events say what matters, and never a header.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # `warnings.warn` (pydantic, SQLAlchemy, a deprecation in any library) goes to the `py.warnings`
+    # logger instead of printing plain text: a JSON line with the account and run id like the rest.
+    logging.captureWarnings(True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from datetime import date, timedelta
 
 import structlog
@@ -49,3 +51,29 @@ def test_lines_logged_by_the_prefetch_thread_carry_the_run_id(start_emulator, en
     [retry] = [line for line in lines if line["event"] == "kapture.retry"]
     assert (retry["account"], retry["run_id"]) == ("acme", result.run_id)
     assert all(line.get("run_id") == result.run_id for line in lines if line["event"].startswith("run."))
+
+
+def test_a_python_warning_is_one_json_line_with_the_bound_context():
+    """`warnings.warn` in a library used to print plain text into the JSON stream (a real process: pytest
+    captures warnings itself)."""
+    program = (
+        "import warnings, structlog\n"
+        "from sync.logs import configure_logging\n"
+        "configure_logging()\n"
+        "with structlog.contextvars.bound_contextvars(account='acme', run_id=7):\n"
+        "    warnings.warn('this call is deprecated', DeprecationWarning, stacklevel=1)\n"
+        "    structlog.get_logger('sync.test').info('ours')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # a plain-text line fails here
+    warning, ours = lines
+    assert "DeprecationWarning: this call is deprecated" in warning["event"], warning
+    assert (warning["logger"], warning["level"], warning["account"], warning["run_id"]) == (
+        "py.warnings",
+        "warning",
+        "acme",
+        7,
+    )
+    assert ours["event"] == "ours" and ours["run_id"] == 7
