@@ -10,7 +10,8 @@ engine, HTTP client and settings.
 - **Other processes** (a manual backfill, another daemon on another machine) are kept apart by the
   account lock of `sync.lock`: a run that finds the account held skips its turn (logged as
   `run.busy`, counted as outcome `busy`, no `sync_runs` row) and the account is tried again at
-  its next turn.
+  its next turn. A claim lost after the run began is a failure (recorded `failed`, counted and
+  backed off like one).
 - **Failures** are logged and recorded by the run itself; the daemon goes on. The next sync of an
   account that keeps failing is pushed back: one interval after the first failure, then doubling,
   up to `KAPTURE_SYNC_FAILURE_BACKOFF_MAX`; the first success returns it to its interval.
@@ -44,7 +45,7 @@ from sqlalchemy.exc import DBAPIError
 from sync import runs
 from sync.client import KaptureClient, make_client, make_http_client
 from sync.db import alembic_config, database_problem, ensure_schema, make_engine, redact, writer
-from sync.errors import DatabaseUnavailable, LeaseHeld, SyncError
+from sync.errors import DatabaseUnavailable, LeaseHeld, SettingsError, SyncError
 from sync.metrics import DatabaseCollector, Metrics, ObservationServer, Watched, health
 from sync.settings import Settings
 from sync.stop import Stop, Stopped
@@ -150,13 +151,17 @@ class Daemon:
         if port is not None:
             watched = [Watched(a.label, a.settings.cm_id, a.settings.interval, a.engine) for a in self.accounts]
             self.metrics.registry.register(DatabaseCollector(watched, utcnow, self.started))
-            self.server = ObservationServer(
-                self.settings[0].metrics_host,
-                port,
-                self.metrics.registry,
-                lambda: health(watched, utcnow(), self.started),
-            )
-            self.server.start()
+            try:
+                self.server = ObservationServer(
+                    self.settings[0].metrics_host,
+                    port,
+                    self.metrics.registry,
+                    lambda: health(watched, utcnow(), self.started),
+                )
+                self.server.start()
+            except OSError as exc:  # the port taken, or a host this machine does not have
+                reason = (exc.strerror or str(exc)).lower()
+                raise SettingsError(f"bad setting: KAPTURE_SYNC_METRICS_PORT {port}: {reason}") from None
         self.scheduler.start()
         for account in self.accounts:
             s = account.settings
@@ -221,8 +226,11 @@ class Daemon:
                 runs.reconcile(account.engine, account.client, account.settings, **hooks)
             outcome = "success"
         except LeaseHeld as exc:
-            outcome = "busy"
-            log.info("run.busy", reason=str(exc))
+            if finished:  # the claim was lost after the run began: recorded failed, and backs off like one
+                log.error("run.failed", error=str(exc), cause=exc.cause, exit_code=exc.exit_code)
+            else:  # held by another process before the run began: try again next turn
+                outcome = "busy"
+                log.info("run.busy", reason=str(exc))
         except Stopped:
             outcome = "interrupted"
             log.info("run.interrupted", reason=self.stop.reason)

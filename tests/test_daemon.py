@@ -11,15 +11,22 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from sync import daemon as daemon_module
+from sync.client import make_client, make_http_client
+from sync.commit import RunTotals
 from sync.db import make_engine
+from sync.errors import LeaseHeld
 from sync.models import SyncRun, SyncState
+from sync.runs import RunResult
+from sync.settings import Settings
+from tests.conftest import settings_for
 from tests.daemon_helpers import (
     PASSWORD,
     Daemon,
@@ -334,4 +341,104 @@ def test_two_daemons_on_one_postgresql_share_the_accounts_and_never_sync_one_at_
         [sys.executable, "-m", "sync", "sync"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
+    engine.dispose()
+
+
+def test_a_metrics_port_in_use_is_one_bad_setting_line_and_exit_2(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = account_env(
+            "http://127.0.0.1:9",
+            f"sqlite:///{tmp_path / 'k.db'}",
+            KAPTURE_SYNC_METRICS_PORT=port,
+            KAPTURE_SYNC_METRICS_HOST="127.0.0.1",
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "sync", "daemon"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == f"kapture-sync: bad setting: KAPTURE_SYNC_METRICS_PORT {port}: address already in use", last
+    assert "unexpected" not in done.stderr
+
+
+def _one_account(settings: Settings) -> tuple[daemon_module.Daemon, daemon_module.Account]:
+    """A daemon, not started, holding one account (the scheduler stays off: jobs are called directly)."""
+    daemon = daemon_module.Daemon([settings])
+    http = make_http_client(settings)
+    account = daemon_module.Account(settings, make_engine(settings.database_url), http, make_client(settings, http))
+    daemon.accounts.append(account)
+    daemon.metrics.account(account.label, ["sync"])
+    return daemon, account
+
+
+def test_a_claim_lost_after_the_run_began_counts_as_a_failure_and_backs_off(monkeypatch, tmp_path: Path):
+    daemon, account = _one_account(settings_for("http://127.0.0.1:9", f"sqlite:///{tmp_path / 'k.db'}"))
+
+    def runs_of(outcome: str) -> float | None:
+        labels = {"account": account.label, "kind": "sync", "outcome": outcome}
+        return daemon.metrics.registry.get_sample_value("kapture_sync_runs_total", labels)
+
+    def claim_lost(engine, client, settings, *, on_finish, **hooks):  # as runs.execute does: recorded failed
+        on_finish(RunResult(1, "sync", "failed", RunTotals(), 0.5, 3))
+        raise LeaseHeld("the account's claim was lost to another process")
+
+    def held_before(engine, client, settings, **hooks):  # the lock was never ours: no run began
+        raise LeaseHeld("account 1000298 is busy: held by another process")
+
+    try:
+        monkeypatch.setattr(daemon_module.runs, "sync", claim_lost)
+        daemon.run(account, "sync")
+        assert (runs_of("failed"), runs_of("busy"), account.failures) == (1, 0, 1)
+
+        monkeypatch.setattr(daemon_module.runs, "sync", held_before)
+        daemon.run(account, "sync")
+        assert (runs_of("failed"), runs_of("busy"), account.failures) == (1, 1, 1)
+    finally:
+        account.http.close()
+        account.engine.dispose()
+
+
+def test_a_reconcile_falling_due_during_a_sync_waits_for_it_then_runs(start_emulator, database_url, tmp_path: Path):
+    """The cron's minute cannot be waited for here: the daemon runs in-process with its real scheduler,
+    the emulator made slow, and the reconcile job is made due while the account's first sync runs."""
+    emu, serving = start_emulator(orders=300, days=5, seed=26)
+    emu.faults.latency_ms = 150
+    settings = settings_for(serving.url, database_url, page_size=20, interval="1s")
+    engine = make_engine(database_url)
+    daemon = daemon_module.Daemon([settings])
+
+    def running_sync() -> int | None:
+        with engine.connect() as conn:
+            return conn.execute(select(SyncRun.id).where(SyncRun.outcome == "running", SyncRun.kind == "sync")).scalar()
+
+    def reconciled() -> bool:
+        return any(r.kind == "reconcile" and r.outcome != "running" for r in all_runs(engine))
+
+    try:
+        daemon.start()
+        sync_id = wait_for(running_sync, 20, "the first sync under way")
+        assert daemon.scheduler is not None
+        daemon.scheduler.modify_job(f"reconcile:{settings.label}", next_run_time=datetime.now(UTC))  # due now
+        job = f"reconcile:{settings.label}"
+        wait_for(  # dispatched: the job's next turn is the cron's again
+            lambda: daemon.scheduler.get_job(job).next_run_time > datetime.now(UTC) + timedelta(minutes=1),
+            5,
+            "the reconcile's turn to be dispatched",
+        )
+        assert running_sync() == sync_id, "the sync ended before the reconcile fell due: nothing was tested"
+        emu.faults.latency_ms = 0  # the rest may be quick
+        wait_for(reconciled, 25, "the reconcile")
+    finally:
+        daemon.shutdown()
+    every = all_runs(engine)
+    [first] = [r for r in every if r.id == sync_id]
+    [reconcile] = [r for r in every if r.kind == "reconcile"]
+    assert first.outcome == "success" and reconcile.outcome == "success", [(r.kind, r.outcome, r.error) for r in every]
+    assert reconcile.started_at >= first.finished_at, "the reconcile waited for the sync"
+    assert_no_overlap(engine)
+    assert not [r for r in every if r.outcome in ("failed", "refused")], every
+    assert_equals_truth(engine, emu.store.truth())
     engine.dispose()

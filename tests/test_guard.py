@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from sync.errors import ReadContradicted
-from sync.models import SyncWindow
 from sync.guard import widened_end
+from sync.models import SyncWindow
 from sync.runs import backfill, rules_of
 from sync.stop import Stop, Stopped
 from sync.windows import request_bounds, to_ms
