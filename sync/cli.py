@@ -74,6 +74,15 @@ def _load(kind: type[DatabaseSettings], params: dict[str, Any]) -> Any:
     return load_settings(_overrides(params), params.get("config"), kind=kind)
 
 
+def _load_scoped(params: dict[str, Any]) -> tuple[DatabaseSettings, int | None]:
+    """Settings for a command that reads one database (`status`, `export`) and the account it is limited to:
+    `--account NAME` (resolved by the accounts loader: that account's cm_id and zone), `--cm-id`, or None (all)."""
+    if params.get("account") is None:
+        return _load(DatabaseSettings, params), params.get("cm_id")
+    settings: Settings = _load(Settings, params)
+    return settings, settings.cm_id
+
+
 @contextmanager
 def _database(url: str) -> Iterator[Engine]:
     """An engine for one command; any database failure inside becomes one line naming the database."""
@@ -201,13 +210,13 @@ def status_command(runs: int, output: str, **params: Any) -> None:
     from sync.report import accounts, status_text
     from sync.state import Account
 
-    settings: DatabaseSettings = _load(DatabaseSettings, params)
+    settings, cm_id = _load_scoped(params)
     with _database(settings.database_url) as engine:
         ensure_schema(engine)
         with engine.connect() as conn:
             known = accounts(conn)
-            if params.get("cm_id"):
-                known = [Account(params["cm_id"])]
+            if cm_id:
+                known = [Account(cm_id)]
             if output == "json":
                 figures = [freshness(conn, account) for account in known]
                 click.echo(json.dumps({"database": redact(engine.url), "accounts": figures}, default=str, indent=2))
@@ -232,7 +241,7 @@ def export_command(fmt: str, since: datetime | None, until: datetime | None, out
     """Orders (orders_current, without raw) as CSV or Parquet, streamed in chunks."""
     from sync.export import export, sink_for, stdout
 
-    settings: DatabaseSettings = _load(DatabaseSettings, params)
+    settings, cm_id = _load_scoped(params)
     if fmt == "parquet":
         sink_for("parquet", io.BytesIO())  # fails early, in one line, when pyarrow is missing
     with _database(settings.database_url) as engine:
@@ -246,7 +255,7 @@ def export_command(fmt: str, since: datetime | None, until: datetime | None, out
                 engine,
                 fmt,
                 out,
-                params.get("cm_id"),
+                cm_id,
                 since.date() if since else None,
                 until.date() if until else None,
                 progress=bar if sys.stderr.isatty() else None,
@@ -309,6 +318,8 @@ def db_group() -> None:
 @_settings_options
 def db_upgrade_command(**params: Any) -> None:
     """Apply migrations up to head."""
+    if params.get("account") is not None:
+        raise SettingsError("bad setting: --account does not apply to `db upgrade`: every account shares one database")
     settings: DatabaseSettings = _load(DatabaseSettings, params)
     with _database(settings.database_url) as engine:
         upgrade(engine)

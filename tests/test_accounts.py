@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import csv
+import io
+import json
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
 from sync.cli import main
+from sync.db import make_engine
 from sync.errors import SettingsError
+from sync.runs import backfill
 from sync.settings import load_accounts, load_settings
+from tests.conftest import settings_for
 
 SINGLE = {
     "KAPTURE_BASE_URL": "http://127.0.0.1:9",
@@ -145,3 +151,65 @@ def test_interval_reads_seconds_or_durations_and_cron_may_be_off(monkeypatch):
     assert load_settings({"interval": "1"}).interval == timedelta(seconds=1)
     assert load_settings({"reconcile_cron": "OFF"}).reconcile_cron == "off"
     assert load_settings({"reconcile_cron": "30  3 * * 1-5"}).reconcile_cron == "30 3 * * 1-5"
+
+
+def test_status_and_export_are_limited_to_the_account_named_and_db_upgrade_refuses_it(
+    start_emulator, connect, tmp_path: Path, monkeypatch, capsysbinary
+):
+    """`--account beta` used to be dropped by the database-only commands: `export` gave every client's orders."""
+    database_url = f"sqlite:///{tmp_path / 'k.db'}"
+    engine = make_engine(database_url)
+    urls = {}
+    for name, cm_id in (("acme", 11), ("beta", 12)):
+        _, serving = start_emulator(orders=40, days=3, cm_id=cm_id, seed=cm_id)
+        settings = settings_for(serving.url, database_url, cm_id=cm_id)
+        assert backfill(engine, connect(settings), settings, date.today() - timedelta(days=4)).outcome == "success"
+        urls[name] = serving.url
+    engine.dispose()
+    config = _config(
+        tmp_path,
+        f"""
+[sync]
+database_url = "{database_url}"
+
+[[accounts]]
+name = "acme"
+base_url = "{urls["acme"]}"
+cm_id = 11
+username = "demo"
+password_env = "ACME_PW"
+
+[[accounts]]
+name = "beta"
+base_url = "{urls["beta"]}"
+cm_id = 12
+username = "demo"
+password_env = "BETA_PW"
+timezone = "UTC"
+""",
+    )
+    monkeypatch.setenv("ACME_PW", "demo")
+    monkeypatch.setenv("BETA_PW", "demo")
+
+    def cm_ids_exported(*flags: str) -> set[str]:
+        assert main(["export", "--config", str(config), *flags]) == 0
+        return {row["cm_id"] for row in csv.DictReader(io.StringIO(capsysbinary.readouterr().out.decode()))}
+
+    assert cm_ids_exported() == {"11", "12"}
+    assert cm_ids_exported("--account", "beta") == {"12"}
+    assert cm_ids_exported("--account", "11") == {"11"}
+
+    assert main(["status", "--config", str(config), "--account", "beta", "--format", "json"]) == 0
+    shown = json.loads(capsysbinary.readouterr().out)
+    assert [a["cm_id"] for a in shown["accounts"]] == [12]
+    assert main(["status", "--config", str(config), "--account", "beta"]) == 0
+    text = capsysbinary.readouterr().out.decode()
+    assert "account 12 " in text and "account 11 " not in text, text
+    assert "IST" not in text, "times are shown in beta's zone (UTC), not the default Asia/Kolkata"
+
+    assert main(["export", "--config", str(config), "--account", "gamma"]) == 2
+    assert "--account gamma is not among the accounts (acme, beta)" in capsysbinary.readouterr().err.decode()
+    assert main(["db", "upgrade", "--config", str(config), "--account", "beta"]) == 2
+    err = capsysbinary.readouterr().err.decode().strip()
+    refused = "--account does not apply to `db upgrade`: every account shares one database"
+    assert err == f"kapture-sync: bad setting: {refused}"
