@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import signal
 import sys
 import traceback
@@ -124,6 +125,7 @@ def _progress(enabled: bool, label: str) -> Iterator[dict[str, Any]]:
 
 
 EARLIEST_DAY = date(1990, 1, 1)
+SIGPIPE_STATUS = 128 + signal.SIGPIPE  # 141: `export | head` stopped reading, as a shell reports `cat big | head`
 
 
 def _check_day(flag: str, day: datetime, settings: Settings) -> None:
@@ -237,8 +239,13 @@ def status_command(runs: int, output: str, **params: Any) -> None:
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last create date (inclusive), account's zone.")
 @click.option("--output", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
 @_settings_options
-def export_command(fmt: str, since: datetime | None, until: datetime | None, output: str | None, **params: Any) -> None:
-    """Orders (orders_current, without raw) as CSV or Parquet, streamed in chunks."""
+def export_command(
+    fmt: str, since: datetime | None, until: datetime | None, output: str | None, **params: Any
+) -> int | None:
+    """Orders (orders_current, without raw) as CSV or Parquet, streamed in chunks.
+
+    A reader that stops early (`kapture-sync export | head`) ends the export quietly with status 141,
+    as for any tool killed by SIGPIPE."""
     from sync.export import export, sink_for, stdout
 
     settings, cm_id = _load_scoped(params)
@@ -250,18 +257,27 @@ def export_command(fmt: str, since: datetime | None, until: datetime | None, out
         def bar(total: int | None) -> Any:
             return tqdm(total=total, desc="export", unit="order", file=sys.stderr, dynamic_ncols=True)
 
-        with open(output, "wb") if output else contextlib.nullcontext(stdout()) as out:
-            written = export(
-                engine,
-                fmt,
-                out,
-                cm_id,
-                since.date() if since else None,
-                until.date() if until else None,
-                progress=bar if sys.stderr.isatty() else None,
-            )
+        try:
+            with open(output, "wb") if output else contextlib.nullcontext(stdout()) as out:
+                written = export(
+                    engine,
+                    fmt,
+                    out,
+                    cm_id,
+                    since.date() if since else None,
+                    until.date() if until else None,
+                    progress=bar if sys.stderr.isatty() else None,
+                )
+                out.flush()
+        except BrokenPipeError:
+            if output:
+                raise
+            # The reader went away: what is still buffered goes nowhere, instead of failing at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return SIGPIPE_STATUS
     if output:
         click.echo(f"exported {written} orders to {output}", err=True)
+    return None
 
 
 @cli.command("check")

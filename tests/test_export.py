@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
 import sys
 from datetime import date, timedelta
 from decimal import Decimal
@@ -15,6 +17,7 @@ import pytest
 from sqlalchemy import Engine, event, text
 
 from sync.cli import main
+from sync.db import make_engine
 from sync.export import COLUMNS, chunks
 from sync.runs import backfill
 from tests.conftest import settings_for
@@ -106,3 +109,28 @@ def test_parquet_without_pyarrow_is_one_line_naming_the_extra(monkeypatch, capsy
     assert main(["export", "--format", "parquet", "--database-url", url]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "kapture-sync[export]" in err
+
+
+def test_a_reader_that_stops_early_ends_the_export_quietly_with_141(start_emulator, connect, tmp_path: Path):
+    """`kapture-sync export | head`: no 'unexpected error', no traceback, the status a shell gives `cat big | head`."""
+    database_url = f"sqlite:///{tmp_path / 'k.db'}"
+    engine = make_engine(database_url)
+    _, serving = start_emulator(orders=2000, days=5)
+    settings = settings_for(serving.url, database_url)
+    backfill(engine, connect(settings), settings, date.today() - timedelta(days=6))
+    engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
+    export = subprocess.Popen(
+        [sys.executable, "-m", "sync", "export", "--database-url", database_url],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert export.stdout is not None and export.stderr is not None
+    assert export.stdout.readline().startswith(b"cm_id,id,")  # read the header, then stop reading, like `head -1`
+    export.stdout.close()
+    code = export.wait(60)
+    errors = export.stderr.read().decode()
+    assert code == 141, errors
+    assert "BrokenPipe" not in errors and "unexpected" not in errors and "Exception ignored" not in errors, errors
