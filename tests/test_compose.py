@@ -159,3 +159,21 @@ def test_the_migrate_step_and_the_daemon_start_and_pass_their_health_check(postg
             daemon.kill()
         emulator.terminate()
         emulator.wait(10)
+
+
+def test_the_emulator_is_only_the_demo_and_the_config_hint_is_mounted():
+    """A real account needs no emulator: it is in the `demo` profile and nothing else waits for it; the
+    env example's KAPTURE_SYNC_CONFIG=/config/... points into a mount."""
+    services = COMPOSE["services"]
+    assert services["emulator"]["profiles"] == ["demo"]
+    for name, service in services.items():
+        if name != "emulator":
+            assert "emulator" not in (service.get("depends_on") or {}), f"{name} waits for the emulator"
+            assert "demo" not in service.get("profiles", []), name
+    hinted = re.findall(r"KAPTURE_SYNC_CONFIG=(/\S+)", ENV_EXAMPLE.read_text())
+    assert hinted, "the env example no longer names a config path: drop this check"
+    for path in hinted:
+        for name in ("daemon", "migrate", "sync"):
+            mounts = [v.split(":") for v in services[name].get("volumes", [])]
+            assert any(path.startswith(target + "/") and mode == "ro" for _, target, mode in mounts), (name, path)
+            assert all((ROOT / source).is_dir() for source, _, _ in mounts if source.startswith("./"))
