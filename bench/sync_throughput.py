@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--database-url", default="sqlite:////tmp/kapture-bench.db")
     args = parser.parse_args()
     configure_logging()
@@ -66,6 +67,7 @@ def main() -> None:
             cm_id=1000298,
             database_url=args.database_url,
             page_size=args.page_size,
+            requests_per_second=args.rate,
         )
         engine = make_engine(settings.database_url)
         with make_http_client(settings) as http:

@@ -2,4 +2,5 @@
 
 from sync.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing this module (multiprocessing's spawn does) must not run the CLI
+    raise SystemExit(main())

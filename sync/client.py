@@ -7,6 +7,7 @@ which turns it into records, a retryable `TransientError`, or a permanent `SyncE
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,11 +21,13 @@ import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
 
+from sync.budget import RequestBudget, shared_budget
 from sync.errors import CredentialsRejected, KaptureRejected, KaptureUnavailable, SettingsError, TransientError
 from sync.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+_STATS_LOCK = threading.Lock()  # several threads fetch windows at once through one client
 _AUTH_WORDS = ("auth", "credential", "token", "unauthori", "password", "forbidden", "expired", "disabled")
 # A failed body is about the request itself (retrying the same body cannot help) when its message
 # says so; any other failed body ("Something went wrong. Please try again later.") is transient.
@@ -85,6 +88,7 @@ class KaptureClient:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     stats: ClientStats = field(default_factory=ClientStats)
+    budget: RequestBudget | None = None  # the process's request-rate budget (sync/budget.py); None: unpaced
 
     def body(self, filters: Mapping[str, str], offset: int, limit: int) -> dict[str, Any]:
         number = str if self.numbers_as_strings else int
@@ -113,7 +117,10 @@ class KaptureClient:
             raise exc.final(f"Kapture refused the request after {attempts} attempts: {exc}") from None
 
     def _send_once(self, content: bytes) -> Page:
-        self.stats.requests += 1
+        if self.budget is not None:
+            self.budget.acquire(self.sleep)
+        with _STATS_LOCK:
+            self.stats.requests += 1
         try:
             response = self.http.request(
                 self.method, self.endpoint_path, content=content, headers={"Content-Type": "application/json"}
@@ -131,7 +138,16 @@ class KaptureClient:
             raise TransientError(f"connection failed ({type(exc).__name__}: {exc})") from None
         except httpx.DecodingError as exc:  # a corrupt compressed body: as good as a truncated one
             raise TransientError(f"undecodable body ({exc})") from None
-        return judge(response.status_code, response.headers, response.content)
+        if self.budget is None:
+            return judge(response.status_code, response.headers, response.content)
+        try:
+            page = judge(response.status_code, response.headers, response.content)
+        except TransientError as exc:
+            if response.status_code == 429:  # slow every thread of the process down, not just this one
+                self.budget.throttled(exc.retry_after)
+            raise
+        self.budget.answered()
+        return page
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -140,7 +156,8 @@ class KaptureClient:
         return wait_random_exponential(multiplier=self.retry.backoff_base, max=self.retry.backoff_max)(state)
 
     def _log_retry(self, state: RetryCallState) -> None:
-        self.stats.retries += 1
+        with _STATS_LOCK:
+            self.stats.retries += 1
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0
         log.warning("kapture.retry", attempt=state.attempt_number, error=str(exc), wait_s=round(wait, 2))
@@ -237,7 +254,9 @@ def make_http_client(settings: Settings, transport: httpx.BaseTransport | None =
         base_url=settings.base_url,
         headers={"Authorization": settings.authorization.get_secret_value(), "Accept": "application/json"},
         timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
-        limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
+        limits=httpx.Limits(
+            max_keepalive_connections=max(4, settings.concurrency), max_connections=max(8, settings.concurrency * 2)
+        ),
         transport=transport,
         follow_redirects=False,
     )
@@ -257,4 +276,5 @@ def make_client(settings: Settings, http: httpx.Client) -> KaptureClient:
             backoff_base=settings.backoff_base,
             backoff_max=settings.backoff_max,
         ),
+        budget=shared_budget(settings.requests_per_second),
     )

@@ -156,61 +156,89 @@ class PageCommitter:
         return self._open[task.nominal.start]
 
     def page(self, event: PageFetched) -> LoadCounts:
-        now = self.clock()
-        task = event.task
-        progress = self._progress(task, now)
-        requests = self.requests_so_far() - self._requests_reported
-        with writer(self.engine).begin() as conn:
-            written = write_records(conn, self.account, event.records, task, self.run_id, now, self.history)
-            counts = written.counts
-            progress = replace(
-                progress,
-                slice=event.slice,
-                offset=event.next_offset,
-                seen=progress.seen + event.new,
-                changes=progress.changes + counts.inserted + counts.updated,
-                max_lmt=max(filter(None, (progress.max_lmt, written.max_modified)), default=None),
-            )
-            save_progress(conn, self.account, task.nominal, progress)
-            advance_watermark(conn, self.account, written.max_modified, self.run_id, task.nominal.start, now)
-            page_counts = {
-                "pages": 1,
-                "requests": requests,
-                "records_fetched": event.served,
-                "inserted": counts.inserted,
-                "updated": counts.updated,
-                "unchanged": counts.unchanged,
-                "rejected": written.rejected,
-            }
-            add_to_run(conn, self.run_id, page_counts)
-            renew_lease(conn, self.account, self.lease_owner, now + self.lease_ttl)
-        self._open[task.nominal.start] = progress
-        self._requests_reported += requests
-        self.totals.below_floor += written.below_floor
-        self._tally(page_counts, counts, written.changed, now)
-        return counts
+        """Commit one page alone (its own transaction)."""
+        return self.commit([event])[0]
 
     def window_done(self, event: WindowScanned) -> Progress:
+        """Commit the end of one window alone (its own transaction)."""
+        return self.commit([event])[1][0]
+
+    def commit(self, events: list[PageFetched | WindowScanned]) -> tuple[LoadCounts, list[Progress]]:
+        """Write a batch of events in one transaction, in their order; return the rows' counts and
+        the final progress of each window the batch completed.
+
+        Rows, rejects, the ledger progress of every window touched (or its completion), the
+        watermark, the run's counters and the lease renewal commit together, so a kill at any
+        instant leaves every window at a page boundary that holds exactly what was committed.
+        """
         now = self.clock()
-        progress = self._progress(event.task, now)
-        if not event.proven:  # rows may have been pushed past this read: the next read compares them all
-            progress = replace(progress, watermark=None)
         requests = self.requests_so_far() - self._requests_reported
+        batch_counts = LoadCounts()
+        page_counts = dict.fromkeys(("pages", "records_fetched", "inserted", "updated", "unchanged", "rejected"), 0)
+        page_counts["requests"] = requests
+        page_counts["windows"] = 0
+        progressed: dict[datetime, tuple[Task, Progress]] = {}
+        completed: list[tuple[WindowScanned, Progress]] = []
+        changed_rows: list[dict[str, Any]] = []
+        below_floor = 0
+        max_modified: datetime | None = None
+        last_window: datetime | None = None
         with writer(self.engine).begin() as conn:
-            finish_window(conn, self.account, event.task.nominal, progress, now)
-            add_to_run(conn, self.run_id, {"windows": 1, "requests": requests})
+            for event in events:
+                task = event.task
+                progress = progressed[task.nominal.start][1] if task.nominal.start in progressed else None
+                progress = progress or self._progress(task, now)
+                if isinstance(event, PageFetched):
+                    written = write_records(conn, self.account, event.records, task, self.run_id, now, self.history)
+                    counts = written.counts
+                    progress = replace(
+                        progress,
+                        slice=event.slice,
+                        offset=event.next_offset,
+                        seen=progress.seen + event.new,
+                        changes=progress.changes + counts.inserted + counts.updated,
+                        max_lmt=max(filter(None, (progress.max_lmt, written.max_modified)), default=None),
+                    )
+                    progressed[task.nominal.start] = (task, progress)
+                    max_modified = max(filter(None, (max_modified, written.max_modified)), default=None)
+                    last_window = task.nominal.start
+                    batch_counts.add(counts)
+                    page_counts["pages"] += 1
+                    page_counts["records_fetched"] += event.served
+                    page_counts["rejected"] += written.rejected
+                    changed_rows.extend(written.changed)
+                    below_floor += written.below_floor
+                else:
+                    if not event.proven:  # rows may have been pushed past this read: the next read compares them all
+                        progress = replace(progress, watermark=None)
+                    progressed.pop(task.nominal.start, None)
+                    finish_window(conn, self.account, task.nominal, progress, now)
+                    completed.append((event, progress))
+                    page_counts["windows"] += 1
+            for task, progress in progressed.values():
+                save_progress(conn, self.account, task.nominal, progress)
+            if last_window is not None:
+                advance_watermark(conn, self.account, max_modified, self.run_id, last_window, now)
+            page_counts["inserted"] = batch_counts.inserted
+            page_counts["updated"] = batch_counts.updated
+            page_counts["unchanged"] = batch_counts.unchanged
+            add_to_run(conn, self.run_id, page_counts)
             renew_lease(conn, self.account, self.lease_owner, now + self.lease_ttl)
+        for key, (_task, progress) in progressed.items():
+            self._open[key] = progress
+        for event, _progress in completed:
+            self._open.pop(event.task.nominal.start, None)
         self._requests_reported += requests
-        self.totals.windows += 1
-        self.totals.requests += requests
-        del self._open[event.task.nominal.start]
-        return progress
+        self.totals.below_floor += below_floor
+        self.totals.windows += page_counts["windows"]
+        self._tally(page_counts, batch_counts, changed_rows, now)
+        return batch_counts, [progress for _event, progress in completed]
 
     def _tally(
         self, page_counts: dict[str, int], counts: LoadCounts, changed: list[dict[str, Any]], now: datetime
     ) -> None:
         t = self.totals
-        t.pages += 1
+        t.pages += page_counts["pages"]
         t.requests += page_counts["requests"]
         t.records_fetched += page_counts["records_fetched"]
         t.rejected += page_counts["rejected"]

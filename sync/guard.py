@@ -31,7 +31,7 @@ import structlog
 
 from sync.client import KaptureClient, Page
 from sync.errors import KaptureRejected, ReadContradicted
-from sync.paging import Event, PageFetched, PagingRules, WindowScanned
+from sync.paging import Event, PageFetched, PagingRules, WindowScanned, pull_page
 from sync.prefetch import prefetched
 from sync.schedule import Task
 from sync.stop import Stop
@@ -104,17 +104,28 @@ class RunGuard:
 
     def watch(self, events: Iterable[Event]) -> Iterator[Event]:
         for event in events:
-            if isinstance(event, PageFetched):
-                self._check_page(event)
-                self._served.add(event.task.nominal.start)
-                yield event
-            elif self._came_back_empty(event.task):
-                self._held.append(event)
-            else:
-                yield event
+            yield from self.admit(event)
+        yield from self.finish()
+
+    def admit(self, event: Event) -> list[Event]:
+        """The events to commit now: a page once checked, a window's end unless it came back empty.
+
+        Windows fetched at once interleave their events; each window's own events arrive in order,
+        so a window's end is judged after all of its pages."""
+        if isinstance(event, PageFetched):
+            self._check_page(event)
+            self._served.add(event.task.nominal.start)
+            return [event]
+        if self._came_back_empty(event.task):
+            self._held.append(event)
+            return []
+        return [event]
+
+    def finish(self) -> list[Event]:
+        """The empty windows held back, once one wider request has confirmed them (else it raises)."""
         if self._held:
             self._confirm_empty([held.task for held in self._held])
-        yield from self._held
+        return list(self._held)
 
     def _came_back_empty(self, task: Task) -> bool:
         resumed_with_orders = task.resume is not None and task.resume.seen > 0
@@ -161,7 +172,7 @@ class RunGuard:
         """The wider request, stop-aware like the paging: in a thread of its own, abandoned when the stop is set."""
 
         def request() -> Iterator[Page]:
-            yield self.client.pull(filters, 0, self.rules.page_size)
+            yield pull_page(self.client, filters, 0, self.rules.page_size)
 
         if self.stop is None:
             return next(request())

@@ -193,15 +193,24 @@ def upsert_orders(
 
 
 def _write(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    values_of = sqlite_values if conn.dialect.name == "sqlite" else copy_values
+    write_values(conn, [values_of(row) for row in rows])
+
+
+def copy_values(row: dict[str, Any]) -> list[Any]:
+    """A row's values in `_COLUMNS` order, as PostgreSQL's COPY takes them."""
+    return [*(row[c] for c in ORDER_COLUMNS), row[RAW_JSON].decode(), row["fingerprint"], row["synced_at"]]
+
+
+def write_values(conn: Connection, values: Sequence[Sequence[Any]]) -> None:
+    """Upsert rows given as value lists in `_COLUMNS` order (`copy_values` / `sqlite_values`), in bulk."""
     if conn.dialect.name == "postgresql":
         cursor = _driver(conn).cursor()  # psycopg 3, inside the page's transaction
         try:
             cursor.execute(_CREATE_STAGE)
             with cursor.copy(_COPY_STAGE) as copy:
-                for row in rows:
-                    copy.write_row(
-                        [*(row[c] for c in ORDER_COLUMNS), row[RAW_JSON].decode(), row["fingerprint"], row["synced_at"]]
-                    )
+                for row in values:
+                    copy.write_row(row)
             cursor.execute(_MERGE_STAGE)
             cursor.execute(f"TRUNCATE {_STAGE}")
         except psycopg.Error as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
@@ -209,7 +218,7 @@ def _write(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         finally:
             cursor.close()
     elif conn.dialect.name == "sqlite":
-        _run(conn, _SQLITE_UPSERT, [_sqlite_values(row) for row in rows], many=True)
+        _run(conn, _SQLITE_UPSERT, values, many=True)
     else:
         raise ValueError(f"unsupported database dialect {conn.dialect.name!r}")
 
@@ -252,7 +261,8 @@ def _sqlite_ms(text: str) -> int:
     return to_ms(datetime.fromisoformat(text).replace(tzinfo=UTC))
 
 
-def _sqlite_values(row: dict[str, Any]) -> list[Any]:
+def sqlite_values(row: dict[str, Any]) -> list[Any]:
+    """A row's values in `_COLUMNS` order, as SQLite stores them."""
     values = [row[c] for c in ORDER_COLUMNS]
     for i in _TIMES:
         values[i] = _sqlite_time(values[i])

@@ -8,7 +8,8 @@ page is read again as halves when the date format can express them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from sync.client import KaptureClient
-from sync.errors import PagingError
+from sync.client import KaptureClient, Page
+from sync.errors import KaptureRejected, PagingError
 from sync.schedule import Task
 from sync.stop import Stop
 from sync.transform import record_key, stamp
@@ -37,6 +38,56 @@ class PagingRules:
     max_pages: int = 100_000
     max_stale_pages: int = 3  # the same page served again this many times: offset is ignored
     max_drift_pages: int = 30  # full pages of rows already read, pushed back by arrivals, before giving up
+
+
+FALLBACK_PAGE_SIZE = 100  # the `limit` of Kapture's own examples: asked for when a larger one is refused
+_accepted: dict[tuple[str, int, int], int] = {}  # (base URL, cm_id, limit configured) -> limit to ask for
+_accepted_lock = threading.Lock()
+_ABOUT_LIMIT = ("limit", "page size", "pagesize", "max")  # a refusal that may be about `limit`
+
+
+def _limit_key(client: KaptureClient, page_size: int) -> tuple[str, int, int]:
+    return (str(getattr(client.http, "base_url", "")), client.cm_id, page_size)
+
+
+def page_limit(client: KaptureClient, page_size: int) -> int:
+    """The `limit` to ask this account for: `page_size`, or the fallback once it was refused."""
+    with _accepted_lock:
+        return _accepted.get(_limit_key(client, page_size), page_size)
+
+
+def pull_page(client: KaptureClient, filters: Mapping[str, str], offset: int, page_size: int) -> Page:
+    """One page at `page_size`; a server that refuses that `limit` is asked again with 100, and that is remembered.
+
+    Kapture documents no maximum `limit`. A server that caps it silently is handled by paging (offsets
+    advance by rows served); one that refuses it outright gets `FALLBACK_PAGE_SIZE` instead, for the
+    rest of this process (every window, every later run of the daemon), with a warning in the log.
+    Only a refusal whose message could be about the limit (it names `limit`, a page size or a
+    maximum) is tried again; one that the smaller limit does not cure is raised as it came.
+    """
+    limit = page_limit(client, page_size)
+    try:
+        return client.pull(filters, offset, limit)
+    except KaptureRejected as refused:
+        if limit <= FALLBACK_PAGE_SIZE or not any(word in str(refused).lower() for word in _ABOUT_LIMIT):
+            raise
+        try:
+            page = client.pull(filters, offset, FALLBACK_PAGE_SIZE)
+        except KaptureRejected:
+            raise refused from None
+        with _accepted_lock:
+            first = _accepted.get(_limit_key(client, page_size)) is None
+            _accepted[_limit_key(client, page_size)] = FALLBACK_PAGE_SIZE
+        if first:
+            log.warning(
+                "kapture.limit_refused",
+                limit=limit,
+                error=str(refused),
+                using=FALLBACK_PAGE_SIZE,
+                hint=f"Kapture refused limit={limit}; every request of this process now asks for "
+                f"{FALLBACK_PAGE_SIZE} (set KAPTURE_PAGE_SIZE={FALLBACK_PAGE_SIZE} to make it the setting)",
+            )
+        return page
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +142,7 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
         if stop is not None:
             stop.check()
         start, end = request_bounds(piece, rules.zone, rules.date_format, rules.end_inclusive)
-        page = client.pull({"createStartDate": start, "createEndDate": end}, offset, rules.page_size)
+        page = pull_page(client, {"createStartDate": start, "createEndDate": end}, offset, rules.page_size)
         pages += 1
         if pages > rules.max_pages:
             raise PagingError(f"window {window.label(rules.zone)} exceeded {rules.max_pages} pages; stopping")

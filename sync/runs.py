@@ -22,11 +22,11 @@ from sync.client import KaptureClient
 from sync.commit import PageCommitter, RunTotals
 from sync.db import database_problem, ensure_schema, writer
 from sync.errors import DatabaseUnavailable, LeaseHeld, ReadContradicted, SyncError
+from sync.fetch import batches
 from sync.guard import RunGuard
 from sync.history import register_account
 from sync.lock import AccountLock
-from sync.paging import PageFetched, PagingRules, scan_all
-from sync.prefetch import prefetched
+from sync.paging import Event, PagingRules, WindowScanned
 from sync.schedule import Schedule, Task, plan_backfill, plan_reconcile, plan_sync
 from sync.settings import Settings, today_in
 from sync.state import (
@@ -172,23 +172,27 @@ def execute(
                 start_watermark,
                 settings.history,
             )
-            with closing(prefetched(scan_all(client, tasks, rules_of(settings), stop), stop=stop)) as events:
-                for event in RunGuard(client, rules_of(settings), stop).watch(events):
-                    if stop is not None:
-                        stop.check()  # before the page's transaction: a page commits whole or not at all
-                    if isinstance(event, PageFetched):
-                        committer.page(event)
-                    else:
-                        done = committer.window_done(event)
-                        log.debug(
-                            "window.scanned",
-                            window=event.task.window.label(settings.zone),
-                            reason=event.task.reason,
-                            orders=done.seen,
-                            changes=done.changes,
-                        )
-                        if on_window:
-                            on_window(event.task, done.seen)
+            guard = RunGuard(client, rules_of(settings), stop)
+            fetching = batches(
+                client,
+                tasks,
+                rules_of(settings),
+                stop,
+                workers=settings.concurrency,
+                max_rows=settings.commit_rows,
+                max_seconds=settings.commit_seconds,
+            )
+            with closing(fetching):
+                for batch in fetching:
+                    admitted: list[Event] = []
+                    try:
+                        for event in batch:
+                            admitted.extend(guard.admit(event))
+                    except ReadContradicted:  # what arrived before the contradiction commits, as it would alone
+                        _commit(committer, admitted, stop, on_window, settings)
+                        raise
+                    _commit(committer, admitted, stop, on_window, settings)
+            _commit(committer, guard.finish(), stop, on_window, settings)
             outcome = "success"
         except (KeyboardInterrupt, Stopped):
             outcome, error = "interrupted", "stopped by a signal"
@@ -230,6 +234,28 @@ def execute(
             release_lease(engine, account, owner, clock())
         claim.release()
         structlog.contextvars.unbind_contextvars("run_id", "cm_id")
+
+
+def _commit(
+    committer: PageCommitter, events: list[Event], stop: Stop | None, on_window: OnWindow | None, settings: Settings
+) -> None:
+    """One transaction for a batch of events; then the windows it completed are reported."""
+    if not events:
+        return
+    if stop is not None:
+        stop.check()  # before the batch's transaction: it commits whole or not at all
+    _counts, completed = committer.commit(events)
+    ends = [event for event in events if isinstance(event, WindowScanned)]
+    for event, done in zip(ends, completed, strict=True):
+        log.debug(
+            "window.scanned",
+            window=event.task.window.label(settings.zone),
+            reason=event.task.reason,
+            orders=done.seen,
+            changes=done.changes,
+        )
+        if on_window:
+            on_window(event.task, done.seen)
 
 
 def _reasons(tasks: list[Task]) -> dict[str, int]:

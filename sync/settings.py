@@ -94,7 +94,7 @@ class Settings(DatabaseSettings):
         "date", validation_alias=_env("KAPTURE_DATE_FORMAT", "date_format")
     )
     end_inclusive: bool = Field(True, validation_alias=_env("KAPTURE_END_INCLUSIVE", "end_inclusive"))
-    page_size: int = Field(100, ge=1, le=100_000, validation_alias=_env("KAPTURE_PAGE_SIZE", "page_size"))
+    page_size: int = Field(1000, ge=1, le=100_000, validation_alias=_env("KAPTURE_PAGE_SIZE", "page_size"))
     numbers_as_strings: bool = Field(True, validation_alias=_env("KAPTURE_NUMBERS_AS_STRINGS", "numbers_as_strings"))
     sort_param: str = Field("", validation_alias=_env("KAPTURE_SORT_PARAM", "sort_param"))
 
@@ -106,6 +106,9 @@ class Settings(DatabaseSettings):
     )
     backoff_base: float = Field(0.5, ge=0, validation_alias=_env("KAPTURE_BACKOFF_BASE", "backoff_base"))
     backoff_max: float = Field(30.0, ge=0, validation_alias=_env("KAPTURE_BACKOFF_MAX", "backoff_max"))
+    requests_per_second: float = Field(
+        50.0, ge=0, validation_alias=_env("KAPTURE_REQUESTS_PER_SECOND", "requests_per_second")
+    )
 
     # --- the sync itself -----------------------------------------------------------------------
     start_date: date | None = Field(None, validation_alias=_env("KAPTURE_SYNC_START_DATE", "start_date"))
@@ -123,6 +126,9 @@ class Settings(DatabaseSettings):
     )
     lease_seconds: float = Field(600.0, gt=0, validation_alias=_env("KAPTURE_SYNC_LEASE_SECONDS", "lease_seconds"))
     history: bool = Field(True, validation_alias=_env("KAPTURE_SYNC_HISTORY", "history"))
+    concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("KAPTURE_SYNC_CONCURRENCY", "concurrency"))
+    commit_rows: int = Field(5000, ge=1, validation_alias=_env("KAPTURE_SYNC_COMMIT_ROWS", "commit_rows"))
+    commit_seconds: float = Field(1.0, gt=0, validation_alias=_env("KAPTURE_SYNC_COMMIT_SECONDS", "commit_seconds"))
 
     # --- the daemon (sync/daemon.py) -------------------------------------------------------------
     name: str | None = Field(None, min_length=1, validation_alias=_env("KAPTURE_ACCOUNT_NAME", "name"))

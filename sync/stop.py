@@ -1,16 +1,16 @@
-"""A stop that every layer of a run honours: the paging loop, the prefetch thread and the page commit.
+"""A stop that every layer of a run honours: the paging loop, the fetching threads and the commit.
 
 Signals reach only the main thread. The one-shot commands run there, so SIGINT/SIGTERM raise
 `KeyboardInterrupt` where the run is (exit 130). The daemon runs its jobs in worker threads, where
 no signal ever arrives: its signal handler sets a `Stop` instead, and the run notices it
 
 - before each request of the paging loop (`sync.paging.scan_window`),
-- while waiting for the prefetch thread's next page, so a request in flight is not waited for
-  (`sync.prefetch.prefetched`; the thread is abandoned at its next step),
+- while waiting for the fetching threads' next pages, so a request in flight is not waited for
+  (`sync.fetch.batches`; the threads stop at their next request),
 - while waiting for the run guard's one wider request, made in a thread of its own for that reason
   (`sync.guard.RunGuard`),
 - in the retry back-off sleeps of the client (`Stop.sleep` replaces `time.sleep`),
-- before each page's transaction (`sync.runs.execute`): a page is committed whole or not begun.
+- before each batch's transaction (`sync.runs._commit`): a batch of pages is committed whole or not begun.
 
 It then raises `Stopped`, which the run records as `interrupted` before releasing the account.
 """

@@ -145,6 +145,7 @@ def settings_for(url: str, database_url: str = "sqlite:///:memory:", **overrides
         "timeout": 5.0,
         "max_attempts": 5,
         "retry_max_seconds": 30.0,
+        "requests_per_second": 0,  # unpaced: the budget's own tests set a rate
     }
     values.update(overrides)
     return Settings(**values)

@@ -108,7 +108,8 @@ def test_a_failed_body_with_http_200_exits_non_zero_naming_the_cause(emulator, t
     emu, serving = emulator
     emu.faults.push("failed_body", 3)
     database_url = f"sqlite:///{tmp_path / 'k.db'}"
-    env = account_env(serving.url, database_url, KAPTURE_MAX_ATTEMPTS="3")
+    # one window at a time, so that the three faults meet the same request
+    env = account_env(serving.url, database_url, KAPTURE_MAX_ATTEMPTS="3", KAPTURE_SYNC_CONCURRENCY="1")
     done = run_cli("backfill", "--from", FIRST, env=env, cwd=tmp_path)
     assert done.returncode == 4
     assert (

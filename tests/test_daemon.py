@@ -87,6 +87,9 @@ def test_daemon_syncs_repeatedly_rides_out_an_outage_reports_it_and_stops_cleanl
         emu.store.edit(n=5)
         emu.store.edit(n=2, old=True)
         wait_for(lambda: in_step(db, emu), 20, "the new and edited orders", daemon)
+        # the rows are committed before the run that wrote them finishes and is counted
+        inserted = dict(account="1000298", kind="sync", change="inserted")
+        wait_for(lambda: (sample(metrics(daemon), "kapture_sync_rows_total", **inserted) or 0) >= 307, 20, "the count")
         assert health(daemon)[0] == 200
         samples = metrics(daemon)
         assert sample(samples, "kapture_sync_runs_total", account="1000298", kind="sync", outcome="success") >= 2

@@ -50,6 +50,7 @@ def _cli_backfill(url: str, database_url: str, hostname: str | None = None) -> s
             "KAPTURE_CM_ID": str(ACCOUNT.cm_id),
             "KAPTURE_SYNC_DATABASE_URL": database_url,
             "KAPTURE_PAGE_SIZE": "40",
+            "KAPTURE_SYNC_CONCURRENCY": "1",  # one window at a time: the holder holds the account for seconds
         }
     )
     command = [sys.executable, "-m", "sync"] if hostname is None else [sys.executable, "-c", ELSEWHERE, hostname]

@@ -30,6 +30,7 @@ FAULT_KINDS: Final = (
 SETTINGS: Final = (
     "latency_ms",
     "limit_cap",
+    "limit_max",
     "newest_first",
     "order_by",
     "ignore_offset",
@@ -62,6 +63,7 @@ class Faults:
         self._injected: Counter[str] = Counter()
         self._latency_ms = 0.0
         self._limit_cap: int | None = None
+        self._limit_max: int | None = None
         self._newest_first = False
         self._order_by = "createDate"
         self._ignore_offset = False
@@ -121,6 +123,7 @@ class Faults:
             self._queue.clear()
             self._latency_ms = 0.0
             self._limit_cap = None
+            self._limit_max = None
             self._newest_first = False
             self._order_by = "createDate"
             self._ignore_offset = False
@@ -154,6 +157,19 @@ class Faults:
             raise ValueError("limit_cap must be a positive integer or null")
         with self._lock:
             self._limit_cap = value
+
+    @property
+    def limit_max(self) -> int | None:
+        """Refuse (a failed body) any `limit` above this, as a server with a hard page cap would (None: accept any)."""
+        with self._lock:
+            return self._limit_max
+
+    @limit_max.setter
+    def limit_max(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ValueError("limit_max must be a positive integer or null")
+        with self._lock:
+            self._limit_max = value
 
     @property
     def newest_first(self) -> bool:
@@ -241,6 +257,7 @@ class Faults:
             return {
                 "latency_ms": self._latency_ms,
                 "limit_cap": self._limit_cap,
+                "limit_max": self._limit_max,
                 "newest_first": self._newest_first,
                 "order_by": self._order_by,
                 "ignore_offset": self._ignore_offset,

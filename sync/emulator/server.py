@@ -248,6 +248,10 @@ class PullHandler(BaseHTTPRequestHandler):
             server.stats.add("failed_bodies")
             return failure_status, orjson.dumps({"message": exc.message, "status": "failed"}), 0
         faults = server.faults
+        most = faults.limit_max
+        if most is not None and query.limit > most:
+            server.stats.add("failed_bodies")
+            return failure_status, orjson.dumps({"message": f"limit must be at most {most}", "status": "failed"}), 0
         cap = faults.limit_cap
         blobs = server.store.query(
             start_ms=query.start_ms,
@@ -262,6 +266,13 @@ class PullHandler(BaseHTTPRequestHandler):
         return 200, render_page(blobs), len(blobs)
 
     def _pull(self, body: bytes) -> None:
+        self.server.stats.begin_pull()
+        try:
+            self._pull_counted(body)
+        finally:
+            self.server.stats.end_pull()
+
+    def _pull_counted(self, body: bytes) -> None:
         server = self.server
         faults = server.faults
         server.stats.add("pull_requests")

@@ -5,12 +5,13 @@ really asked for: how many requests, with which HTTP method, and which windows a
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from typing import Any, Final
 
 import orjson
 
-COUNTERS: Final = ("requests", "pull_requests", "control_requests", "orders_served", "failed_bodies")
+COUNTERS: Final = ("requests", "pull_requests", "control_requests", "orders_served", "failed_bodies", "max_in_flight")
 LOG_SIZE: Final = 10_000
 LOGGED_FIELDS: Final = ("createStartDate", "createEndDate", "offset", "limit")
 
@@ -40,6 +41,7 @@ class ServerStats:
         self._methods: Counter[str] = Counter()
         self._log: deque[dict[str, Any]] = deque(maxlen=log_size)
         self._seq = 0  # never reset, so "requests since N" stays meaningful across resets
+        self._in_flight = 0  # pull requests being answered right now; the peak is `max_in_flight`
 
     def add(self, name: str, amount: int = 1) -> None:
         """Increase one counter (one of COUNTERS)."""
@@ -51,9 +53,20 @@ class ServerStats:
         with self._lock:
             self._methods[method] += 1
 
+    def begin_pull(self) -> None:
+        """One pull request is being answered (see `max_in_flight`: how many a client had open at once)."""
+        with self._lock:
+            self._in_flight += 1
+            self._counts["max_in_flight"] = max(self._counts["max_in_flight"], self._in_flight)
+
+    def end_pull(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
     def log_pull(self, method: str, body: bytes, fault: str | None) -> None:
-        """Remember one pull request: its method, window, offset and limit, and any fault injected."""
-        entry = {"method": method, **_logged(body), "fault": fault}
+        """Remember one pull request: its method, window, offset and limit, any fault injected, and
+        `at`, the server's monotonic clock when it arrived (seconds), for request-rate checks."""
+        entry = {"method": method, **_logged(body), "fault": fault, "at": time.monotonic()}
         with self._lock:
             self._seq += 1
             entry["seq"] = self._seq

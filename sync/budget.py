@@ -1,0 +1,83 @@
+"""One request-rate budget for every request of the process, so a vendor API is treated politely.
+
+Several windows are fetched at once (`KAPTURE_SYNC_CONCURRENCY`), and the daemon may run several
+accounts; all of their requests draw from one `RequestBudget`, which spaces request *starts* at
+least `1 / rate` seconds apart (`KAPTURE_REQUESTS_PER_SECOND`): no burst, so no more than `rate`
+requests begin in any second, whatever the concurrency.
+
+A 429 slows everyone down: the rate is halved (down to a floor of one request every 10 s) and no
+request of any thread starts before the `Retry-After` the server sent; each answered request then
+wins back a twentieth of the configured rate, so the budget returns to it after a run of
+successes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MIN_RATE = 0.1  # requests per second a run of 429s can push the budget down to
+
+
+class RequestBudget:
+    """A shared, thread-safe pacing of request starts; `rate` <= 0 means no limit."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.configured = float(rate)
+        self.rate = float(rate)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next = 0.0  # the earliest instant the next request may start
+
+    def reserve(self) -> float:
+        """Claim the next start slot; return how many seconds to wait for it (0 when it is now)."""
+        with self._lock:
+            now = self._clock()
+            if self.rate <= 0 and self._next <= now:
+                return 0.0
+            slot = max(now, self._next)
+            self._next = slot + (1.0 / self.rate if self.rate > 0 else 0.0)
+            return slot - now
+
+    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Wait for this request's slot (`sleep` may be a `Stop.sleep`, which ends the wait early)."""
+        wait = self.reserve()
+        if wait > 0:
+            sleep(wait)
+
+    def throttled(self, retry_after: float | None) -> None:
+        """A 429: halve the rate and hold every request back until `Retry-After` has passed."""
+        with self._lock:
+            base = self.rate if self.rate > 0 else 10.0
+            self.rate = max(MIN_RATE, base / 2)
+            if retry_after:
+                self._next = max(self._next, self._clock() + retry_after)
+            rate = self.rate
+        log.warning("kapture.slow_down", requests_per_second=round(rate, 2), retry_after=retry_after)
+
+    def answered(self) -> None:
+        """A request was answered (not 429): creep back towards the configured rate."""
+        if self.rate == self.configured:
+            return
+        with self._lock:
+            if self.configured <= 0:
+                self.rate = min(self.rate + 1.0, 1000.0) if self.rate < 1000.0 else self.configured
+            else:
+                self.rate = min(self.configured, self.rate + self.configured / 20)
+
+
+_shared: dict[float, RequestBudget] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_budget(rate: float) -> RequestBudget:
+    """The process's budget for this rate: every client built from the same settings shares it."""
+    with _shared_lock:
+        if rate not in _shared:
+            _shared[rate] = RequestBudget(rate)
+        return _shared[rate]
