@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--page-size", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=50.0, help="KAPTURE_REQUESTS_PER_SECOND (0: unpaced)")
     parser.add_argument("--database-url", default="sqlite:////tmp/kapture-bench.db")
     args = parser.parse_args()
     configure_logging()
