@@ -16,7 +16,9 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from sync.db import writer
+from sync.deletions import DeletionRules, settle
 from sync.load import LoadCounts, record_rejections, stored_versions, upsert_orders
+from sync.new_fields import FieldWatch
 from sync.paging import PageFetched, WindowScanned
 from sync.schedule import Task
 from sync.state import Account, Progress, add_to_run, advance_watermark, finish_window, renew_lease, save_progress
@@ -56,6 +58,8 @@ class RunTotals:
     changed_by_age: Counter[str] = field(default_factory=Counter)
     oldest_change_days: int | None = None
     below_floor: int = 0  # rows checked by id and stamp only: the floor's saving
+    deleted: int = 0  # orders marked deleted_at (opt-in)
+    revived: int = 0  # orders marked deleted that were served again
 
     def as_counters(self) -> dict[str, int]:
         return {
@@ -136,8 +140,11 @@ class PageCommitter:
     requests_so_far: Callable[[], int]
     start_watermark: datetime | None = None
     history: bool = True  # also record each written version in `order_versions`
+    deletions: DeletionRules = field(default_factory=DeletionRules)
+    fields: FieldWatch | None = None  # notices fields Kapture adds later (see new_fields.py)
     totals: RunTotals = field(default_factory=RunTotals)
     _open: dict[datetime, Progress] = field(default_factory=dict)
+    _served_ids: dict[datetime, set[int]] = field(default_factory=dict)  # per open window, for deletions
     _requests_reported: int = 0
 
     def _progress(self, task: Task, now: datetime) -> Progress:
@@ -180,7 +187,7 @@ class PageCommitter:
         progressed: dict[datetime, tuple[Task, Progress]] = {}
         completed: list[tuple[WindowScanned, Progress]] = []
         changed_rows: list[dict[str, Any]] = []
-        below_floor = 0
+        below_floor = deleted = revived = 0
         max_modified: datetime | None = None
         last_window: datetime | None = None
         with writer(self.engine).begin() as conn:
@@ -190,6 +197,10 @@ class PageCommitter:
                 progress = progress or self._progress(task, now)
                 if isinstance(event, PageFetched):
                     written = write_records(conn, self.account, event.records, task, self.run_id, now, self.history)
+                    if self.fields is not None:
+                        self.fields.note(conn, event.records, self.run_id, now)
+                    if self.deletions.enabled:
+                        self._served_ids.setdefault(task.nominal.start, set()).update(_ids(event.records))
                     counts = written.counts
                     progress = replace(
                         progress,
@@ -212,6 +223,10 @@ class PageCommitter:
                     if not event.proven:  # rows may have been pushed past this read: the next read compares them all
                         progress = replace(progress, watermark=None)
                     progressed.pop(task.nominal.start, None)
+                    served = self._served_ids.pop(task.nominal.start, set())
+                    settled = settle(conn, self.account, task, served, progress.seen, event.proven, self.deletions, now)
+                    deleted += settled.marked
+                    revived += settled.revived
                     finish_window(conn, self.account, task.nominal, progress, now)
                     completed.append((event, progress))
                     page_counts["windows"] += 1
@@ -230,6 +245,8 @@ class PageCommitter:
             self._open.pop(event.task.nominal.start, None)
         self._requests_reported += requests
         self.totals.below_floor += below_floor
+        self.totals.deleted += deleted
+        self.totals.revived += revived
         self.totals.windows += page_counts["windows"]
         self._tally(page_counts, batch_counts, changed_rows, now)
         return batch_counts, [progress for _event, progress in completed]

@@ -155,6 +155,8 @@ class Order(Base):
     # `lastModificationTime` from the stored version (NULL only for rows written by hand).
     fingerprint: Mapped[str | None] = mapped_column(String(64))
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # When a read of the order's window, stable in count, stopped serving it (opt-in; never removed).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index(None, "cm_id", "create_date"),
@@ -322,3 +324,16 @@ class DeliveryStatus(Base):
 
     code: Mapped[str] = mapped_column(String(16), primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class SyncField(Base):
+    """A field Kapture serves that is not documented, per account: when it first appeared, and where."""
+
+    __tablename__ = "sync_fields"
+
+    cm_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    field: Mapped[str] = mapped_column(String(255), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    first_order_id: Mapped[int | None] = mapped_column(BigInteger)
+    run_id: Mapped[int | None] = mapped_column(Integer)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from sync.models import Order, RejectedRecord, SyncState
+from sync.new_fields import field_rows
 from sync.state import Account, recent_runs, window_summary
 
 
@@ -75,6 +76,15 @@ def accounts(conn: Connection) -> list[Account]:
     return [Account(cm_id, stream) for cm_id, stream in rows]
 
 
+def _new_field_lines(conn: Connection, account: Account, zone: ZoneInfo) -> list[str]:
+    """Fields Kapture serves beyond its documentation, kept in `raw` (see new_fields.py)."""
+    rows = field_rows(conn, account)
+    if not rows:
+        return []
+    shown = ", ".join(f"{r.field} (since {_day(r.first_seen_at, zone)})" for r in rows)
+    return [f"  new fields      {shown}: kept in orders.raw"]
+
+
 def status_text(conn: Connection, account: Account, zone: ZoneInfo, now: datetime, runs: int = 10) -> str:
     state = (
         conn.execute(
@@ -109,6 +119,7 @@ def status_text(conn: Connection, account: Account, zone: ZoneInfo, now: datetim
         )
         + (f", {windows['in_progress']} scan(s) in progress" if windows["in_progress"] else ""),
         f"  lease           {lease}",
+        *_new_field_lines(conn, account, zone),
         "",
         table(
             [

@@ -21,11 +21,13 @@ from sqlalchemy.exc import DBAPIError
 from sync.client import KaptureClient
 from sync.commit import PageCommitter, RunTotals
 from sync.db import database_problem, ensure_schema, writer
+from sync.deletions import DeletionRules
 from sync.errors import DatabaseUnavailable, LeaseHeld, ReadContradicted, SyncError
 from sync.fetch import batches
 from sync.guard import RunGuard
 from sync.history import register_account
 from sync.lock import AccountLock
+from sync.new_fields import FieldWatch
 from sync.paging import Event, PagingRules, WindowScanned
 from sync.schedule import Schedule, Task, plan_backfill, plan_reconcile, plan_sync
 from sync.settings import Settings, today_in
@@ -157,6 +159,7 @@ def execute(
                 tasks = planner(ledger(conn, account), now)
                 before = window_rows(conn, account, [task.nominal.start for task in tasks])
                 start_watermark = watermark(conn, account)
+                fields = FieldWatch.load(conn, account)
             if on_plan:
                 on_plan(tasks)
             log.info("run.start", kind=kind, run_id=run_id, cm_id=account.cm_id, windows=len(tasks))
@@ -171,6 +174,8 @@ def execute(
                 lambda: client.stats.requests - base_requests,
                 start_watermark,
                 settings.history,
+                DeletionRules(settings.detect_deletions, settings.deletion_max_share),
+                fields,
             )
             guard = RunGuard(client, rules_of(settings), stop)
             fetching = batches(
@@ -219,6 +224,8 @@ def execute(
                 "changed_by_age": dict(totals.changed_by_age),
                 "oldest_change_days": totals.oldest_change_days,
                 "below_floor": totals.below_floor,
+                "deleted": totals.deleted,
+                "revived": totals.revived,
             }
             try:
                 finish_run(engine, run_id, outcome, clock(), error, details)

@@ -31,7 +31,8 @@ def dictionary() -> dict[str, Entry]:
     merged: dict[str, Entry] = {}
     for revision in reversed(list(script.walk_revisions())):
         for name, (meaning, columns) in getattr(revision.module, "DICTIONARY", {}).items():
-            merged[name] = (meaning, {**merged.get(name, ("", {}))[1], **columns})
+            earlier = merged.get(name, ("", {}))
+            merged[name] = (meaning or earlier[0], {**earlier[1], **columns})  # "" keeps the earlier meaning
     return merged
 
 

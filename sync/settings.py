@@ -126,6 +126,10 @@ class Settings(DatabaseSettings):
     )
     lease_seconds: float = Field(600.0, gt=0, validation_alias=_env("KAPTURE_SYNC_LEASE_SECONDS", "lease_seconds"))
     history: bool = Field(True, validation_alias=_env("KAPTURE_SYNC_HISTORY", "history"))
+    detect_deletions: bool = Field(False, validation_alias=_env("KAPTURE_SYNC_DETECT_DELETIONS", "detect_deletions"))
+    deletion_max_share: float = Field(
+        0.1, gt=0, le=1, validation_alias=_env("KAPTURE_SYNC_DELETION_MAX_SHARE", "deletion_max_share")
+    )
     concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("KAPTURE_SYNC_CONCURRENCY", "concurrency"))
     commit_rows: int = Field(5000, ge=1, validation_alias=_env("KAPTURE_SYNC_COMMIT_ROWS", "commit_rows"))
     commit_seconds: float = Field(1.0, gt=0, validation_alias=_env("KAPTURE_SYNC_COMMIT_SECONDS", "commit_seconds"))

@@ -26,7 +26,7 @@ def test_migrations_and_models_agree(engine: Engine):
 
 
 def test_orders_has_one_column_per_documented_field():
-    assert set(Order.__table__.columns.keys()) == {f.column for f in ORDER_FIELDS} | {"raw", "fingerprint", "synced_at"}
+    assert set(Order.__table__.columns.keys()) == {f.column for f in ORDER_FIELDS} | {"raw", "fingerprint", "synced_at", "deleted_at"}
     assert [c.name for c in Order.__table__.primary_key.columns] == ["cm_id", "id"]
 
 

@@ -236,6 +236,26 @@ class OrderStore:
                 edited.append(record)
             return edited
 
+    def delete(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Remove orders as Kapture would delete them: no trace is served; returns them as they were."""
+        with self._lock:
+            keys = list(dict.fromkeys(int(i) for i in ids))
+            unknown = [k for k in keys if k not in self._entries or k < 0]
+            if unknown:
+                raise KeyError(f"unknown order ids: {', '.join(map(str, unknown))}")
+            removed = []
+            for key in keys:
+                entry = self._entries.pop(key)
+                self._index.remove((entry.sort_ms, key))
+                removed.append(entry.record())
+            return removed
+
+    def restore(self, records: Iterable[dict[str, Any]]) -> None:
+        """Put deleted orders back exactly as they were (an undo at Kapture)."""
+        with self._lock:
+            for record in records:
+                self._insert(dict(record), _as_int(record.get("createDate")) or self._clock(), None)
+
     def _pick(self, n: int, old: bool) -> list[int]:
         cut = bisect_left(self._index, (self._clock() - OLD_AFTER_MS,))
         group = self._index[:cut] if old else self._index[cut:]
