@@ -273,6 +273,8 @@ def test_two_accounts_in_one_config_are_both_synced_and_one_failing_never_stops_
         status, body = wait_for(lambda: (h := health(daemon))[0] == 503 and h, 20, "503 naming beta", daemon)
         assert body["accounts"]["beta"]["ok"] is False and body["accounts"]["acme"]["ok"] is True, body
         assert "beta:" in body["reason"] and "acme:" not in body["reason"]
+        failed_beta = select(SyncRun.id).where(SyncRun.cm_id == OTHER_CM_ID, SyncRun.outcome == "failed")
+        wait_for(lambda: engine.connect().execute(failed_beta).first(), 30, "a failed beta run recorded", daemon)
         code, _ = daemon.terminate()
         assert code == 0
     assert_equals_truth(engine, acme.store.truth())
