@@ -117,7 +117,9 @@ def test_windows_read_before_the_contradiction_are_put_back_as_they_were(
     with pytest.raises(ReadContradicted, match=f"order {outside[0]['id']} created"):
         backfill(engine, connect(settings), settings, first - timedelta(days=1), second, refetch=True)
     assert ledger_rows(engine) == earlier, "the run's windows were not put back as they were before it"
-    assert set(stored(engine)) == {inside[0]["id"]}, "the page holding the contradiction was committed"
+    # The page holding the contradiction never commits; the page before it may have, or may have been
+    # in the same transaction (several pages commit together): either way no window is recorded read.
+    assert set(stored(engine)) <= {inside[0]["id"]}, "the page holding the contradiction was committed"
 
 
 def test_the_command_line_names_the_settings_in_one_line_and_exits_2(emulator, start_emulator, tmp_path):
