@@ -25,6 +25,7 @@ from typing import Any
 
 from sync.client import KaptureClient
 from sync.paging import Event, PageFetched, PagingRules, scan_window
+from sync.prefetch import put_until
 from sync.schedule import Task
 from sync.stop import Stop, Stopped
 
@@ -74,13 +75,7 @@ def batches(
     halt = _Halt(stop, finished)
 
     def hand_over(item: object) -> bool:
-        while not finished.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until(items, item, finished)
 
     def produce() -> None:
         try:

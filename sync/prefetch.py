@@ -23,6 +23,17 @@ class _Failure:
         self.error = error
 
 
+def put_until(items: queue.Queue[object], item: object, finished: threading.Event) -> bool:
+    """Put `item` on a bounded queue, waiting while it is full; False once `finished` says no one reads."""
+    while not finished.is_set():
+        try:
+            items.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def prefetched(source: Iterable[T], depth: int = 2, stop: Stop | None = None) -> Generator[T, None, None]:
     """Iterate `source` in a daemon thread; its exceptions surface here, in order.
 
@@ -36,13 +47,7 @@ def prefetched(source: Iterable[T], depth: int = 2, stop: Stop | None = None) ->
     finished = threading.Event()
 
     def hand_over(item: object) -> bool:
-        while not finished.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until(items, item, finished)
 
     def produce() -> None:
         try:
