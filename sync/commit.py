@@ -162,14 +162,6 @@ class PageCommitter:
             )
         return self._open[task.nominal.start]
 
-    def page(self, event: PageFetched) -> LoadCounts:
-        """Commit one page alone (its own transaction)."""
-        return self.commit([event])[0]
-
-    def window_done(self, event: WindowScanned) -> Progress:
-        """Commit the end of one window alone (its own transaction)."""
-        return self.commit([event])[1][0]
-
     def commit(self, events: list[PageFetched | WindowScanned]) -> tuple[LoadCounts, list[Progress]]:
         """Write a batch of events in one transaction, in their order; return the rows' counts and
         the final progress of each window the batch completed.

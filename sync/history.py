@@ -17,29 +17,15 @@ from sqlalchemy import Table, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from sync.models import SyncAccount, ZoneOffset
+from sync.models import OrderVersion, SyncAccount, ZoneOffset
 from sync.settings import Settings
 from sync.zones import offset_rules
 
 accounts_t = cast(Table, SyncAccount.__table__)
 zones_t = cast(Table, ZoneOffset.__table__)
 
-VERSION_COLUMNS = (
-    "cm_id",
-    "id",
-    "last_modification_time",
-    "fingerprint",
-    "create_date",
-    "customer_id",
-    "delivery_status",
-    "product_quantity",
-    "product_value",
-    "discount",
-    "selling_price",
-    "assigned_to_id",
-    "invoice_sent",
-    "raw",
-)
+# The columns an `order_versions` row copies from `orders`: the model's, but for when it was first seen.
+VERSION_COLUMNS = tuple(c.name for c in cast(Table, OrderVersion.__table__).columns if c.name != "first_seen_at")
 _COLUMNS = ", ".join(VERSION_COLUMNS)
 _COPY = f"INSERT INTO order_versions ({_COLUMNS}, first_seen_at) SELECT {_COLUMNS}, synced_at FROM orders "
 _CONFLICT = " ON CONFLICT (cm_id, id, last_modification_time, fingerprint) DO NOTHING"
