@@ -75,7 +75,10 @@ def test_a_429_from_the_server_pauses_the_other_windows_too(start_emulator, engi
     log = _pulls(emu)
     [hit] = [entry["at"] for entry in log if entry["fault"] == "429"]
     during = [entry for entry in log if hit + 0.15 < entry["at"] < hit + 0.9]
-    assert during == []  # requests already on the wire may land just after it; none start in the pause
+    # Requests the other threads had already sent may land in the pause (on a loaded machine a thread's
+    # first request, opening its connection, can take longer than 0.15 s): at most one per other thread.
+    # Without the pause the other threads' ~80 requests would fill it.
+    assert len(during) <= settings.concurrency - 1, during
     assert_equals_truth(engine, emu.store.truth())
 
 
