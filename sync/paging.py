@@ -3,7 +3,9 @@
 Offsets advance by what was actually served, so a server that silently caps `limit` cannot end
 the scan early; records are de-duplicated by key, so newest-first drift repeats rows rather than
 doubling them; a page with nothing new stops the run instead of looping; a window too deep to
-page is read again as halves when the date format can express them.
+page is read again as halves when the date format can express them. Once a server has been seen
+to serve a full page at the `limit` asked for, a shorter page with new rows ends a slice as an
+empty page would, saving that last request per slice.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ class PagingRules:
 
 FALLBACK_PAGE_SIZE = 100  # the `limit` of Kapture's own examples: asked for when a larger one is refused
 _accepted: dict[tuple[str, int, int], int] = {}  # (base URL, cm_id, limit configured) -> limit to ask for
-_accepted_lock = threading.Lock()
+# (base URL, cm_id, limit configured) -> a limit this server was seen to honour: it served a page
+# of exactly that many records when asked for that many. Never forgotten in the process.
+_honoured: dict[tuple[str, int, int], int] = {}
+_accepted_lock = threading.Lock()  # guards `_accepted` and `_honoured`
 _ABOUT_LIMIT = ("limit", "page size", "pagesize", "max")  # a refusal that may be about `limit`
 
 
@@ -56,8 +61,35 @@ def page_limit(client: KaptureClient, page_size: int) -> int:
         return _accepted.get(_limit_key(client, page_size), page_size)
 
 
+def limit_honoured(client: KaptureClient, page_size: int, limit: int) -> bool:
+    """Whether this server has served a full page when asked for `limit` (so it does not cap below it)."""
+    with _accepted_lock:
+        return _honoured.get(_limit_key(client, page_size)) == limit
+
+
+def _note_served(client: KaptureClient, page_size: int, limit: int, served: int) -> None:
+    """Remember that `limit` is honoured when a page came back with exactly `limit` records."""
+    if served != limit:
+        return
+    key = _limit_key(client, page_size)
+    with _accepted_lock:
+        first = _honoured.get(key) != limit
+        _honoured[key] = limit
+    if first:
+        log.debug("kapture.limit_honoured", limit=limit)
+
+
 def pull_page(client: KaptureClient, filters: Mapping[str, str], offset: int, page_size: int) -> Page:
-    """One page at `page_size`; a server that refuses that `limit` is asked again with 100, and that is remembered.
+    """The page of `pull_page_with_limit`, for callers that do not need the limit sent."""
+    return pull_page_with_limit(client, filters, offset, page_size)[0]
+
+
+def pull_page_with_limit(
+    client: KaptureClient, filters: Mapping[str, str], offset: int, page_size: int
+) -> tuple[Page, int]:
+    """One page at `page_size`, and the `limit` really sent for it (`page_size`, or `FALLBACK_PAGE_SIZE`).
+
+    A server that refuses that `limit` is asked again with 100, and that is remembered.
 
     Kapture documents no maximum `limit`. A server that caps it silently is handled by paging (offsets
     advance by rows served); one that refuses it outright gets `FALLBACK_PAGE_SIZE` instead, for the
@@ -67,7 +99,7 @@ def pull_page(client: KaptureClient, filters: Mapping[str, str], offset: int, pa
     """
     limit = page_limit(client, page_size)
     try:
-        return client.pull(filters, offset, limit)
+        page = client.pull(filters, offset, limit)
     except KaptureRejected as refused:
         if limit <= FALLBACK_PAGE_SIZE or not any(word in str(refused).lower() for word in _ABOUT_LIMIT):
             raise
@@ -87,7 +119,9 @@ def pull_page(client: KaptureClient, filters: Mapping[str, str], offset: int, pa
                 hint=f"Kapture refused limit={limit}; every request of this process now asks for "
                 f"{FALLBACK_PAGE_SIZE} (set KAPTURE_PAGE_SIZE={FALLBACK_PAGE_SIZE} to make it the setting)",
             )
-        return page
+        limit = FALLBACK_PAGE_SIZE
+    _note_served(client, page_size, limit, len(page.records))
+    return page, limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +176,8 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
         if stop is not None:
             stop.check()
         start, end = request_bounds(piece, rules.zone, rules.date_format, rules.end_inclusive)
-        page = pull_page(client, {"createStartDate": start, "createEndDate": end}, offset, rules.page_size)
+        filters = {"createStartDate": start, "createEndDate": end}
+        page, sent = pull_page_with_limit(client, filters, offset, rules.page_size)
         pages += 1
         if pages > rules.max_pages:
             raise PagingError(f"window {window.label(rules.zone)} exceeded {rules.max_pages} pages; stopping")
@@ -150,8 +185,19 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
         widest = max(widest, len(keys))
         repeated, last_keys = keys == last_keys, keys
         ended = not keys
+        last_page = False  # a short page with new rows from a server seen to honour `limit`: the slice ends after it
         if any(k not in in_piece for k in keys):
             stale = drifted = short_stale = 0
+            # A server seen to serve a full page at this `limit` does not cap below it, so fewer rows
+            # than asked for means the slice's listing ended inside this page. Rows not yet read are
+            # at or past the offset asked for (arrivals only push rows later), so none lies beyond:
+            # the empty page that would follow proves nothing more. Until a full page is seen (a
+            # server that caps silently never shows one) only an empty page ends the slice.
+            # A short page of rows all read already is not ended here but left to `short_stale`
+            # below, as before: drift at the tail looks like that, and so would a cap that came in
+            # after the full page was seen (a varying cap); reading past it costs one request in
+            # that rare case, while ending on it could skip rows that a capped page left unread.
+            last_page = len(keys) < sent and limit_honoured(client, rules.page_size, sent)
         elif len(keys) < widest:
             # Orders arriving mid-scan (date-only bounds cannot exclude them) push already-read rows
             # onto later pages, so the tail of such a window may never come back empty. A short page
@@ -180,29 +226,30 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
                     f"offset {offset} of window {window.label(rules.zone)}: orders arrive faster than they can be "
                     "paged (KAPTURE_DATE_FORMAT=datetime lets windows end at a fixed time)"
                 )
+        if not ended:
+            in_piece.update(keys)
+            chosen: dict[int | str, Any] = {}
+            new = 0
+            for key, record in zip(keys, page.records, strict=True):
+                version = _version(record)
+                previous = emitted.get(key)
+                if previous is None:
+                    new += 1
+                elif version <= previous:
+                    # Served again in the same or an older version: nothing to hand on. A repeat under a
+                    # newer stamp (an edit saved while the window was being paged) is handed on again so
+                    # that the newest version is the one stored. Same-stamp edits are left to reconcile.
+                    continue
+                emitted[key] = version
+                chosen[key] = record
+            offset += len(page.records)
+            yield PageFetched(task, piece, offset, list(chosen.values()), len(page.records), new)
+            ended = last_page  # its rows are handed on first, then the slice ends as on an empty page
         if ended:
             if piece.end >= window.end:
                 yield WindowScanned(task, proven)
                 return
             piece, offset, in_piece, widest, short_stale = _following(piece, window, rules.zone), 0, set(), 0, 0
-            continue
-        in_piece.update(keys)
-        chosen: dict[int | str, Any] = {}
-        new = 0
-        for key, record in zip(keys, page.records, strict=True):
-            version = _version(record)
-            previous = emitted.get(key)
-            if previous is None:
-                new += 1
-            elif version <= previous:
-                # Served again in the same or an older version: nothing to hand on. A repeat under a
-                # newer stamp (an edit saved while the window was being paged) is handed on again so
-                # that the newest version is the one stored. Same-stamp edits are left to reconcile.
-                continue
-            emitted[key] = version
-            chosen[key] = record
-        offset += len(page.records)
-        yield PageFetched(task, piece, offset, list(chosen.values()), len(page.records), new)
 
 
 def _following(piece: Window, window: Window, zone: ZoneInfo) -> Window:
