@@ -266,6 +266,9 @@ def test_two_accounts_in_one_config_are_both_synced_and_one_failing_never_stops_
     env = _quick(KAPTURE_SYNC_METRICS_PORT=free_port(), KAPTURE_CM_ID="777", KAPTURE_BASE_URL="http://ignored:1")
     with Daemon(env, tmp_path, args=("--config", str(config))) as daemon:
         wait_for(lambda: in_step(engine, acme) and in_step(engine, beta, OTHER_CM_ID), 30, "both accounts", daemon)
+        # Rows commit before their run ends: wait for beta's run to be recorded a success before taking it down.
+        succeeded_beta = select(SyncRun.id).where(SyncRun.cm_id == OTHER_CM_ID, SyncRun.outcome == "success")
+        wait_for(lambda: engine.connect().execute(succeeded_beta).first(), 30, "a successful beta run recorded", daemon)
         beta_serving.stop()
         acme.store.create(4)
         beta.store.create(4)
