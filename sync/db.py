@@ -64,7 +64,8 @@ def make_engine(raw_url: str) -> Engine:
         try:  # how long a write waits for another writer (an analyst's open transaction), seconds
             busy = float(str(url.query.get("timeout", SQLITE_BUSY_SECONDS)))
         except ValueError:
-            raise SettingsError("bad setting: KAPTURE_SYNC_DATABASE_URL: timeout= must be a number of seconds") from None
+            message = "bad setting: KAPTURE_SYNC_DATABASE_URL: timeout= must be a number of seconds"
+            raise SettingsError(message) from None
         engine = create_engine(url, json_serializer=_json, connect_args={"timeout": busy})
         _sqlite_transactions(engine, busy)
     else:
