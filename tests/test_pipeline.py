@@ -46,9 +46,12 @@ def test_one_request_budget_paces_every_thread(start_emulator, tmp_path, connect
     backfill(engine, connect(settings), settings, FIRST)
     times = sorted(entry["at"] for entry in _pulls(emu))
     assert len(times) > 2 * rate
-    # no more than `rate` requests begin in any second (one of slack for the server's arrival jitter)
+    # Starts are spaced 1/rate apart; the server sees them with its own scheduling jitter, which a
+    # loaded machine can stretch, so: the whole run takes at least its paced length (unpaced, these
+    # requests would all land within half a second), and no second holds more than a couple extra.
+    assert times[-1] - times[0] >= 0.9 * (len(times) - 1) / rate
     busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
-    assert busiest <= rate + 1
+    assert busiest <= rate + 2
     assert_equals_truth(engine, emu.store.truth())
 
 
