@@ -54,9 +54,11 @@ def child_sync(kind: str, database_url: str, base_url: str, days: int) -> dict[s
     from sync.client import make_client, make_http_client
     from sync.db import make_engine
     from sync.logs import configure_logging
+    from sync.memory import limit_malloc_arenas
     from sync.runs import backfill, sync
     from sync.settings import Settings, today_in
 
+    limit_malloc_arenas()  # as `kapture-sync` does first thing
     configure_logging()
     settings = Settings(base_url=base_url, username="demo", password="demo", cm_id=CM_ID, database_url=database_url)
     engine = make_engine(settings.database_url)
