@@ -7,7 +7,7 @@ a page boundary: the resumed run re-reads at most one page and can neither lose 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,9 +17,10 @@ from sqlalchemy.engine import Connection
 
 from sync.db import writer
 from sync.deletions import DeletionRules, settle
-from sync.load import LoadCounts, record_rejections, stored_versions, upsert_orders
+from sync.load import LoadCounts, Stored, record_rejections, stored_versions, upsert_orders, upsert_prepared
 from sync.new_fields import FieldWatch
 from sync.paging import PageFetched, WindowScanned
+from sync.prepare import Prepared, prepare
 from sync.schedule import Task
 from sync.state import Account, Progress, add_to_run, advance_watermark, finish_window, renew_lease, save_progress
 from sync.transform import Rejection, record_key, stamp, to_row
@@ -79,7 +80,7 @@ class Written:
     """What one page did to `orders` and `rejected_records`."""
 
     counts: LoadCounts
-    changed: list[dict[str, Any]]
+    changed_created: list[datetime]  # create dates of the rows inserted or updated, for the run's age tally
     rejected: int
     max_modified: datetime | None  # greatest stamp now stored from this page
     below_floor: int  # rows checked by id and stamp only
@@ -93,38 +94,78 @@ def write_records(
     run_id: int,
     now: datetime,
     history: bool = True,
+    prepared: Mapping[int, Prepared | Rejection] | None = None,
 ) -> Written:
     """Store a page's records inside the caller's transaction; every served order ends up stored or rejected.
 
     Below the window's floor a record was stored by the window's last complete read (see
     docs/how-sync-works.md), so it is checked against the database by id and stamp alone, without
     being mapped, and mapped only if it is missing there or older: the floor saves work, never rows.
+    `prepared` holds records already mapped by position (`sync.prepare.premap`, on another core);
+    any other record is mapped here.
     """
     floor_ms = None if task.floor is None else to_ms(task.floor)
     stored = stored_versions(conn, account.cm_id, _ids(records))
-    to_map: list[Any] = []
     confirmed: list[int] = []
-    for record in records:
+    mapped: list[Prepared | Rejection] = []
+    unmapped: list[Any] = []
+    for i, record in enumerate(records):
         if floor_ms is not None and (key := stamp(record)) is not None and key[1] <= floor_ms:
             have = stored.get(key[0])
             if have is not None and have.modified_ms >= key[1]:
                 confirmed.append(key[1])
                 continue
-        to_map.append(record)
+        ready = None if prepared is None or task.reason == "reconcile" else prepared.get(i)
+        if ready is None:
+            unmapped.append(record)
+        else:
+            mapped.append(ready)
+    if task.reason == "reconcile":
+        return _rederive(conn, account, unmapped, task, run_id, now, history, stored, confirmed)
+    if unmapped:
+        mapped.extend(prepare(unmapped, account.cm_id, conn.dialect.name))  # type: ignore[arg-type]
+    rows = [m for m in mapped if not isinstance(m, Rejection)]
+    rejections = [m for m in mapped if isinstance(m, Rejection)]
+    counts, changed = upsert_prepared(conn, account.cm_id, rows, stored, now, history)  # type: ignore[arg-type]
+    counts.unchanged += len(confirmed)
+    record_rejections(conn, account.cm_id, account.stream, rejections, task.window, run_id, now)
+    newest = max((row[1] for row in rows), default=None)  # type: ignore[index]
+    newest = max(filter(None, (newest, max(confirmed, default=None))), default=None)
+    return Written(
+        counts,
+        [from_ms(row[3]) for row in changed],
+        len(rejections),
+        None if newest is None else from_ms(newest),
+        len(confirmed),
+    )
+
+
+def _rederive(
+    conn: Connection,
+    account: Account,
+    records: list[Any],
+    task: Task,
+    run_id: int,
+    now: datetime,
+    history: bool,
+    stored: Mapping[int, Stored],
+    confirmed: list[int],
+) -> Written:
+    """`reconcile`'s page: mapped here, as dict rows, so every typed column can be compared with what is stored."""
     rows: list[dict[str, Any]] = []
     rejections: list[Rejection] = []
-    for record in to_map:
+    for record in records:
         row = to_row(record, account.cm_id, now)
         (rejections if isinstance(row, Rejection) else rows).append(row)  # type: ignore[arg-type]
-    counts, changed = upsert_orders(
-        conn, account.cm_id, rows, stored, rederive=task.reason == "reconcile", history=history
-    )
+    counts, changed = upsert_orders(conn, account.cm_id, rows, stored, rederive=True, history=history)
     counts.unchanged += len(confirmed)
     record_rejections(conn, account.cm_id, account.stream, rejections, task.window, run_id, now)
     stamps = [r["last_modification_time"] for r in rows]
     if confirmed:
         stamps.append(from_ms(max(confirmed)))
-    return Written(counts, changed, len(rejections), max(stamps, default=None), len(confirmed))
+    return Written(
+        counts, [r["create_date"] for r in changed], len(rejections), max(stamps, default=None), len(confirmed)
+    )
 
 
 @dataclass
@@ -178,7 +219,7 @@ class PageCommitter:
         page_counts["windows"] = 0
         progressed: dict[datetime, tuple[Task, Progress]] = {}
         completed: list[tuple[WindowScanned, Progress]] = []
-        changed_rows: list[dict[str, Any]] = []
+        changed_created: list[datetime] = []
         below_floor = deleted = revived = 0
         max_modified: datetime | None = None
         last_window: datetime | None = None
@@ -188,7 +229,9 @@ class PageCommitter:
                 progress = progressed[task.nominal.start][1] if task.nominal.start in progressed else None
                 progress = progress or self._progress(task, now)
                 if isinstance(event, PageFetched):
-                    written = write_records(conn, self.account, event.records, task, self.run_id, now, self.history)
+                    written = write_records(
+                        conn, self.account, event.records, task, self.run_id, now, self.history, event.prepared
+                    )
                     if self.fields is not None:
                         self.fields.note(conn, event.records, self.run_id, now)
                     if self.deletions.enabled:
@@ -209,7 +252,7 @@ class PageCommitter:
                     page_counts["pages"] += 1
                     page_counts["records_fetched"] += event.served
                     page_counts["rejected"] += written.rejected
-                    changed_rows.extend(written.changed)
+                    changed_created.extend(written.changed_created)
                     below_floor += written.below_floor
                 else:
                     if not event.proven:  # rows may have been pushed past this read: the next read compares them all
@@ -240,11 +283,11 @@ class PageCommitter:
         self.totals.deleted += deleted
         self.totals.revived += revived
         self.totals.windows += page_counts["windows"]
-        self._tally(page_counts, batch_counts, changed_rows, now)
+        self._tally(page_counts, batch_counts, changed_created, now)
         return batch_counts, [progress for _event, progress in completed]
 
     def _tally(
-        self, page_counts: dict[str, int], counts: LoadCounts, changed: list[dict[str, Any]], now: datetime
+        self, page_counts: dict[str, int], counts: LoadCounts, changed_created: list[datetime], now: datetime
     ) -> None:
         t = self.totals
         t.pages += page_counts["pages"]
@@ -252,7 +295,7 @@ class PageCommitter:
         t.records_fetched += page_counts["records_fetched"]
         t.rejected += page_counts["rejected"]
         t.load.add(counts)
-        for row in changed:
-            days = max(0, (now - row["create_date"]).days)
+        for created in changed_created:
+            days = max(0, (now - created).days)
             t.changed_by_age[age_bucket(days)] += 1
             t.oldest_change_days = max(days, t.oldest_change_days or 0)

@@ -32,10 +32,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from sync.fields import ORDER_FIELDS
 from sync.history import record_versions
 from sync.models import ORDER_COLUMNS, Order, RejectedRecord
-from sync.transform import RAW_JSON, Rejection
+from sync.prepare import Prepared, sqlite_time, values_of
+from sync.transform import Rejection
 from sync.windows import Window, to_ms
 
 orders = cast(Table, Order.__table__)
@@ -192,18 +192,53 @@ def upsert_orders(
     return counts, changed
 
 
+def upsert_prepared(
+    conn: Connection,
+    cm_id: int,
+    rows: Sequence[Prepared],
+    stored: Mapping[int, Stored],
+    synced_at: datetime,
+    history: bool = True,
+) -> tuple[LoadCounts, list[Prepared]]:
+    """`upsert_orders` for rows made ready by `sync.prepare` (unique by id): the same rules, no mapping left to do.
+
+    This is the writer's path for every page but `reconcile`'s: its values only need `synced_at`.
+    """
+    counts = LoadCounts()
+    changed: list[Prepared] = []
+    for row in rows:
+        have = stored.get(row[0])
+        if have is None:
+            counts.inserted += 1
+            changed.append(row)
+        elif row[1] > have.modified_ms or (row[1] == have.modified_ms and row[2] != have.fingerprint):
+            counts.updated += 1
+            changed.append(row)
+        else:
+            counts.unchanged += 1
+    if changed:
+        synced = sqlite_time(synced_at) if conn.dialect.name == "sqlite" else synced_at
+        values = [row[4] for row in changed]
+        for value in values:
+            value[-1] = synced
+        write_values(conn, values)
+        if history:
+            record_versions(conn, cm_id, [row[0] for row in changed])
+    return counts, changed
+
+
 def _write(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    values_of = sqlite_values if conn.dialect.name == "sqlite" else copy_values
-    write_values(conn, [values_of(row) for row in rows])
-
-
-def copy_values(row: dict[str, Any]) -> list[Any]:
-    """A row's values in `_COLUMNS` order, as PostgreSQL's COPY takes them."""
-    return [*(row[c] for c in ORDER_COLUMNS), row[RAW_JSON].decode(), row["fingerprint"], row["synced_at"]]
+    dialect = conn.dialect.name
+    values = []
+    for row in rows:
+        value = values_of(row, dialect)  # type: ignore[arg-type]
+        value[-1] = sqlite_time(row["synced_at"]) if dialect == "sqlite" else row["synced_at"]
+        values.append(value)
+    write_values(conn, values)
 
 
 def write_values(conn: Connection, values: Sequence[Sequence[Any]]) -> None:
-    """Upsert rows given as value lists in `_COLUMNS` order (`copy_values` / `sqlite_values`), in bulk."""
+    """Upsert rows given as value lists in `_COLUMNS` order (`sync.prepare.values_of`), in bulk."""
     if conn.dialect.name == "postgresql":
         cursor = _driver(conn).cursor()  # psycopg 3, inside the page's transaction
         try:
@@ -248,31 +283,8 @@ def _derived_differently(conn: Connection, cm_id: int, rows: Sequence[dict[str, 
     ]
 
 
-_TIMES = tuple(i for i, f in enumerate(ORDER_FIELDS) if f.kind == "timestamp")
-_AMOUNTS = tuple(i for i, f in enumerate(ORDER_FIELDS) if f.kind == "amount")
-
-
-def _sqlite_time(moment: datetime) -> str:
-    """The text SQLAlchemy's SQLite DATETIME stores (naive UTC, microseconds), so reads and compares agree."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def _sqlite_ms(text: str) -> int:
     return to_ms(datetime.fromisoformat(text).replace(tzinfo=UTC))
-
-
-def sqlite_values(row: dict[str, Any]) -> list[Any]:
-    """A row's values in `_COLUMNS` order, as SQLite stores them."""
-    values = [row[c] for c in ORDER_COLUMNS]
-    for i in _TIMES:
-        values[i] = _sqlite_time(values[i])
-    for i in _AMOUNTS:
-        if type(values[i]) is Decimal:  # SQLite's NUMERIC keeps a double; see models.Amount
-            values[i] = float(values[i])
-    values.append(row[RAW_JSON].decode())
-    values.append(row["fingerprint"])
-    values.append(_sqlite_time(row["synced_at"]))
-    return values
 
 
 @cache

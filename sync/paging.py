@@ -132,6 +132,7 @@ class PageFetched:
     records: list[Any]  # records new to this read, or served again in a newer version
     served: int  # records in the page as served, repeats included
     new: int  # orders not served before in this read
+    prepared: Mapping[int, Any] | None = None  # records already mapped, by position (sync.prepare.premap)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from sync.history import register_account
 from sync.lock import AccountLock
 from sync.new_fields import FieldWatch
 from sync.paging import Event, PagingRules, WindowScanned
+from sync.prepare import Preparer
 from sync.schedule import Schedule, Task, plan_backfill, plan_reconcile, plan_sync
 from sync.settings import Settings, today_in
 from sync.state import (
@@ -178,25 +179,27 @@ def execute(
                 fields,
             )
             guard = RunGuard(client, rules_of(settings), stop)
-            fetching = batches(
-                client,
-                tasks,
-                rules_of(settings),
-                stop,
-                workers=settings.concurrency,
-                max_rows=settings.commit_rows,
-                max_seconds=settings.commit_seconds,
-            )
-            with closing(fetching):
-                for batch in fetching:
-                    admitted: list[Event] = []
-                    try:
-                        for event in batch:
-                            admitted.extend(guard.admit(event))
-                    except ReadContradicted:  # what arrived before the contradiction commits, as it would alone
+            with Preparer(account.cm_id, engine.dialect.name, settings.processes) as preparer:  # type: ignore[arg-type]
+                fetching = batches(
+                    client,
+                    tasks,
+                    rules_of(settings),
+                    stop,
+                    workers=settings.concurrency,
+                    max_rows=settings.commit_rows,
+                    max_seconds=settings.commit_seconds,
+                    preparer=preparer,
+                )
+                with closing(fetching):
+                    for batch in fetching:
+                        admitted: list[Event] = []
+                        try:
+                            for event in batch:
+                                admitted.extend(guard.admit(event))
+                        except ReadContradicted:  # what arrived before the contradiction commits, as it would alone
+                            _commit(committer, admitted, stop, on_window, settings)
+                            raise
                         _commit(committer, admitted, stop, on_window, settings)
-                        raise
-                    _commit(committer, admitted, stop, on_window, settings)
             _commit(committer, guard.finish(), stop, on_window, settings)
             outcome = "success"
         except (KeyboardInterrupt, Stopped):

@@ -133,6 +133,12 @@ class Settings(DatabaseSettings):
     concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("KAPTURE_SYNC_CONCURRENCY", "concurrency"))
     commit_rows: int = Field(5000, ge=1, validation_alias=_env("KAPTURE_SYNC_COMMIT_ROWS", "commit_rows"))
     commit_seconds: float = Field(1.0, gt=0, validation_alias=_env("KAPTURE_SYNC_COMMIT_SECONDS", "commit_seconds"))
+    processes: int = Field(
+        default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0,
+        ge=0,
+        le=16,
+        validation_alias=_env("KAPTURE_SYNC_PROCESSES", "processes"),
+    )
 
     # --- the daemon (sync/daemon.py) -------------------------------------------------------------
     name: str | None = Field(None, min_length=1, validation_alias=_env("KAPTURE_ACCOUNT_NAME", "name"))

@@ -7,6 +7,7 @@ database, its logs, `/healthz` and `/metrics`.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -449,3 +450,46 @@ def test_a_reconcile_falling_due_during_a_sync_waits_for_it_then_runs(start_emul
     assert not [r for r in every if r.outcome in ("failed", "refused")], every
     assert_equals_truth(engine, emu.store.truth())
     engine.dispose()
+
+
+def _prepare_workers(parent: int) -> list[int]:
+    """Pids of `python -m sync.prepare` processes whose parent is `parent`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"sync.prepare" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_the_daemon_maps_big_pages_in_a_worker_and_sigterm_leaves_none_behind(
+    start_emulator, db, database_url, tmp_path
+):
+    emu, serving = start_emulator(orders=2400, days=3, seed=27, password=PASSWORD)
+    env = account_env(serving.url, database_url, KAPTURE_SYNC_METRICS_PORT=free_port())
+    with Daemon(env, tmp_path) as daemon:
+        wait_for(lambda: in_step(db, emu), 60, "the first sync, its pages mapped by the worker", daemon)
+        emu.faults.latency_ms = 400  # keep the next run, and its worker, alive long enough to be seen
+        emu.store.create(300)
+        workers = wait_for(lambda: _prepare_workers(daemon.pid), 30, "a worker process of a run", daemon)
+        code, seconds = daemon.terminate()
+        assert code == 0 and seconds < 10
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "the worker outlived the daemon"

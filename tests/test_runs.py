@@ -282,7 +282,7 @@ def test_a_read_that_could_not_prove_its_end_leaves_no_floor(serve, engine: Engi
         requests["count"] += 1
         listing = [
             {"id": 10_000 + i, "cmId": 1000298, "createDate": to_ms(now), "lastModificationTime": to_ms(now)}
-            for i in range(25 + requests["count"])
+            for i in range(20 + 5 * requests["count"])
         ]
         return listing[::-1][int(body["offset"]) :][: int(body["limit"])]
 
