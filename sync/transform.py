@@ -205,8 +205,73 @@ _REQUIRED: tuple[tuple[str, str], ...] = (
 )
 
 
+def _fast_path_source() -> str:
+    """Source of `_typed_columns`: one straight-line check per documented field, generated from ORDER_FIELDS.
+
+    It is `to_row`'s common case (every value already of its column's type and in range) without
+    the per-field loop, which cost three quarters of the mapping time (about 27 of 37 µs an order).
+    Anything else returns None and takes the general path, which alone words rejections.
+    """
+    bounds = {"id": _INT64, "int": _INT32}
+    required = {api for api, _column in _REQUIRED}
+    lines = ["def _typed_columns(record, cm_id):", "    get = record.get", "    row = {}"]
+    for f in ORDER_FIELDS:
+        lines.append(f"    v = get({f.api!r})")
+        when = "" if f.api in required else "v is not None and "
+        if f.kind in bounds:
+            bound = bounds[f.kind]
+            lines.append(f"    if {when}(type(v) is not int or not {-bound} <= v < {bound}):")
+            lines.append("        return None")
+        elif f.kind == "timestamp":
+            lines.append(f"    if {when}(type(v) is not int or not {_MIN_MS} <= v <= {_MAX_MS}):")
+            lines.append("        return None")
+            lines.append("    if v is not None:")
+            lines.append("        v = from_ms(v)")
+        elif f.kind == "amount":
+            lines += [
+                "    if v is not None:",
+                "        if type(v) is float:",
+                f"            if v != 0 and (round(v, {AMOUNT_PLACES}) != v"
+                f" or float(f'{{v:.{AMOUNT_DIGITS}g}}') != v):",
+                "                return None",
+                "        elif type(v) is not int:",
+                "            return None",
+                f"        if not {-_AMOUNT_LIMIT} <= v < {_AMOUNT_LIMIT}:",
+                "            return None",
+            ]
+        else:
+            expected = "str" if f.kind == "text" else "bool"
+            lines.append(f"    if v is not None and type(v) is not {expected}:")
+            lines.append("        return None")
+        lines.append(f"    row[{f.column!r}] = v")
+        if f.api == "cmId":
+            lines.append("    if v is not None and v != cm_id:")
+            lines.append("        return None")
+    lines.append("    return row")
+    return "\n".join(lines) + "\n"
+
+
+_namespace: dict[str, Any] = {"from_ms": from_ms}
+exec(compile(_fast_path_source(), "<sync.transform fast path>", "exec"), _namespace)  # noqa: S102 (our own source)
+_typed_columns: Callable[[dict[str, Any], int], dict[str, Any] | None] = _namespace["_typed_columns"]
+
+
 def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rejection:
     """Map one record; `raw` keeps it exactly as received so an undocumented field is never lost."""
+    if type(record) is dict and (row := _typed_columns(record, cm_id)) is not None:
+        raw_json = canonical_json(record)
+        if b"\\u0000" not in raw_json:
+            row["cm_id"] = cm_id
+            row["raw"] = record
+            row[RAW_JSON] = raw_json
+            row["fingerprint"] = digest(raw_json)
+            row["synced_at"] = synced_at
+            return row
+    return _to_row_in_full(record, cm_id, synced_at)
+
+
+def _to_row_in_full(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rejection:
+    """`to_row` for any record: each field converted or its problem named (any problem makes a `Rejection`)."""
     if not isinstance(record, dict):
         return Rejection(f"record is a {type(record).__name__}, not an object", record, None, fingerprint(record))
     row: dict[str, Any] = {}

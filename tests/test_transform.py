@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
@@ -120,3 +121,53 @@ def test_an_amount_no_target_can_hold_exactly_is_rejected_with_its_reason(amount
 def test_amounts_within_fifteen_digits_and_ten_to_the_minus_eight_are_kept(amount):
     row = to_row({**GOOD, "discount": amount}, 1000298, NOW)
     assert not isinstance(row, Rejection), row
+
+
+def _edge_cases() -> list[Any]:
+    """Records on each side of every check the fast path makes, each differing from GOOD in one field."""
+    changes: list[dict[str, Any]] = [
+        {"id": True},
+        {"id": "23518265"},
+        {"id": 2**63},
+        {"id": -(2**63)},
+        {"cmId": 1000299},
+        {"cmId": "1000298"},
+        {"cmId": None},
+        {"customerId": 2**63 - 1},
+        {"customerId": 1.0},
+        {"productQuantity": 2**31},
+        {"productQuantity": -(2**31)},
+        {"createDate": 631_152_000_000 - 1},
+        {"createDate": 7_258_118_400_000},
+        {"createDate": 7_258_118_400_001},
+        {"createDate": "1715149492000"},
+        {"lastModificationTime": None},
+        {"productValue": 1e-9},
+        {"productValue": 0.1 + 0.2},
+        {"productValue": 123456789012345.6},
+        {"productValue": 10**15},
+        {"productValue": 10**15 - 1},
+        {"productValue": -0.0},
+        {"productValue": "12.50"},
+        {"productValue": True},
+        {"discount": float(10**15)},
+        {"remarks": 5},
+        {"remarks": "nul \x00 inside"},
+        {"invoiceSent": 1},
+        {"invoiceSent": "yes"},
+        {"extra\x00key": 1},
+    ]
+    records: list[Any] = [{**GOOD, **change} for change in changes]
+    records += [{k: v for k, v in GOOD.items() if k != "createDate"}, [GOOD], "text", None]
+    return records
+
+
+def test_the_fast_path_maps_every_record_exactly_as_the_full_one(start_emulator):
+    from sync.transform import _to_row_in_full, _typed_columns
+
+    emulator, _ = start_emulator(orders=2000, days=5, malformed_rate=0.1, seed=41)
+    records = [*emulator.store.truth(), *_edge_cases()]
+    for record in records:
+        assert to_row(record, 1000298, NOW) == _to_row_in_full(record, 1000298, NOW), record
+    fast = sum(type(r) is dict and _typed_columns(r, 1000298) is not None for r in records)
+    assert fast > 1500, "well-typed records take the fast path"
