@@ -40,12 +40,17 @@ class PagingRules:
     max_pages: int = 100_000
     max_stale_pages: int = 3  # the same page served again this many times: offset is ignored
     max_drift_pages: int = 30  # full pages of rows already read, pushed back by arrivals, before giving up
+    # A short page may end a slice once a full page was seen in this run (see `scan_window`); off
+    # when deletions are detected, which need every end shown by an empty page.
+    trust_short_pages: bool = True
 
 
 FALLBACK_PAGE_SIZE = 100  # the `limit` of Kapture's own examples: asked for when a larger one is refused
 _accepted: dict[tuple[str, int, int], int] = {}  # (base URL, cm_id, limit configured) -> limit to ask for
 # (base URL, cm_id, limit configured) -> a limit this server was seen to honour: it served a page
-# of exactly that many records when asked for that many. Never forgotten in the process.
+# of exactly that many records when asked for that many. Forgotten when a run starts
+# (`forget_honoured_limit`), so a cap Kapture brings in between runs, even in a long-lived daemon,
+# is met by paging to the empty page until a full page shows the limit honoured again.
 _honoured: dict[tuple[str, int, int], int] = {}
 _accepted_lock = threading.Lock()  # guards `_accepted` and `_honoured`
 _ABOUT_LIMIT = ("limit", "page size", "pagesize", "max")  # a refusal that may be about `limit`
@@ -65,6 +70,12 @@ def limit_honoured(client: KaptureClient, page_size: int, limit: int) -> bool:
     """Whether this server has served a full page when asked for `limit` (so it does not cap below it)."""
     with _accepted_lock:
         return _honoured.get(_limit_key(client, page_size)) == limit
+
+
+def forget_honoured_limit(client: KaptureClient, page_size: int) -> None:
+    """Start a run trusting no short page: the limit must be seen honoured again, in this run."""
+    with _accepted_lock:
+        _honoured.pop(_limit_key(client, page_size), None)
 
 
 def _note_served(client: KaptureClient, page_size: int, limit: int, served: int) -> None:
@@ -198,7 +209,7 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
             # below, as before: drift at the tail looks like that, and so would a cap that came in
             # after the full page was seen (a varying cap); reading past it costs one request in
             # that rare case, while ending on it could skip rows that a capped page left unread.
-            last_page = len(keys) < sent and limit_honoured(client, rules.page_size, sent)
+            last_page = rules.trust_short_pages and len(keys) < sent and limit_honoured(client, rules.page_size, sent)
         elif len(keys) < widest:
             # Orders arriving mid-scan (date-only bounds cannot exclude them) push already-read rows
             # onto later pages, so the tail of such a window may never come back empty. A short page

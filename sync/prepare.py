@@ -190,7 +190,7 @@ class _Worker:
         package_root = str(Path(__file__).resolve().parent.parent)  # found even when sync/ is not installed
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sync.prepare"],
+            [sys.executable, "-P", "-m", "sync.prepare"],  # -P: never a `sync` from the current directory
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -222,19 +222,25 @@ class _Worker:
         return future
 
     def _read(self) -> None:
+        """Hand each answer to the thread waiting for it; whatever ends this loop fails every page still waiting."""
         assert self.process.stdout is not None
-        while (frame := _read_frame(self.process.stdout)) is not None:
-            number, body = frame
-            with self._pending_lock:
-                future = self._pending.pop(number, None)
-            if future is None:
-                continue
-            answer = pickle.loads(body)
-            if answer[0] == "ok":
-                future.set_result((answer[1], answer[2]))
-            else:
-                future.set_exception(WorkerLost(answer[1]))
-        self._fail(f"the worker process ended (exit status {self.process.poll()})")
+        reason = "the worker process ended"
+        try:
+            while (frame := _read_frame(self.process.stdout)) is not None:
+                number, body = frame
+                answer = pickle.loads(body)  # before the page leaves `_pending`: a failure here fails it too
+                with self._pending_lock:
+                    future = self._pending.pop(number, None)
+                if future is None:
+                    continue
+                if answer[0] == "ok":
+                    future.set_result((answer[1], answer[2]))
+                else:
+                    future.set_exception(WorkerLost(answer[1]))
+        except Exception as exc:  # ends the reader; every waiting page is mapped in its own thread instead
+            reason = f"reading the worker's answers failed: {type(exc).__name__}: {exc}"
+        finally:
+            self._fail(f"{reason} (exit status {self.process.poll()})")
 
     def _fail(self, reason: str) -> None:
         with self._pending_lock:
@@ -255,6 +261,9 @@ class _Worker:
             self.process.kill()
             self.process.wait()
         self._reader.join(timeout=1.0)
+        if self.process.stdout is not None:
+            with suppress(OSError):
+                self.process.stdout.close()
 
 
 class Preparer:
@@ -285,13 +294,15 @@ class Preparer:
     def prepare(self, records: list[Any], wait: Callable[[], None] | None = None) -> list[Prepared | Rejection]:
         """The page's records prepared, in order; `wait` is called every tenth of a second (a stop check).
 
-        A worker that dies (killed by the OOM killer, say) costs speed, not the run: the page and
-        every later one are mapped in the calling thread, and the log says so once.
+        A worker that cannot start or dies (a pids limit, the OOM killer) costs speed, not the run:
+        the page and every later one are mapped in the calling thread, and the log says so once.
         """
-        worker = self._worker() if len(records) >= MIN_RECORDS else None
-        if worker is None:
+        if len(records) < MIN_RECORDS:
             return prepare(records, self.cm_id, self.dialect)
         try:
+            worker = self._worker()  # started here the first time: it may fail (a pids limit, no memory)
+            if worker is None:
+                return prepare(records, self.cm_id, self.dialect)
             future = worker.submit(records, self.cm_id, self.dialect)
             while True:
                 try:
@@ -299,9 +310,9 @@ class Preparer:
                 except TimeoutError:
                     if wait is not None:
                         wait()
-        except WorkerLost as exc:
+        except (WorkerLost, OSError) as exc:
             with self._lock:
-                first, self.processes = self.processes > 0, 0
+                first, self.processes = self.processes > 0 and not self._closed, 0
             if first:
                 log.warning("prepare.worker_lost", error=str(exc), hint="mapping records in this process from now on")
             return prepare(records, self.cm_id, self.dialect)

@@ -28,7 +28,7 @@ from sync.guard import RunGuard
 from sync.history import register_account
 from sync.lock import AccountLock
 from sync.new_fields import FieldWatch
-from sync.paging import Event, PagingRules, WindowScanned
+from sync.paging import Event, PagingRules, WindowScanned, forget_honoured_limit
 from sync.prepare import Preparer
 from sync.schedule import Schedule, Task, plan_backfill, plan_reconcile, plan_sync
 from sync.settings import Settings, today_in
@@ -96,6 +96,7 @@ def rules_of(settings: Settings) -> PagingRules:
         page_size=settings.page_size,
         split_offset=settings.split_offset,
         min_slice=settings.min_slice,
+        trust_short_pages=not settings.detect_deletions,
     )
 
 
@@ -165,6 +166,7 @@ def execute(
                 on_plan(tasks)
             log.info("run.start", kind=kind, run_id=run_id, cm_id=account.cm_id, windows=len(tasks))
             base_requests = client.stats.requests
+            forget_honoured_limit(client, settings.page_size)
             committer = PageCommitter(
                 engine,
                 account,

@@ -169,3 +169,57 @@ def test_a_killed_caller_leaves_no_worker_and_no_pipe_held_open(tmp_path):
     else:
         os.kill(worker_pid, signal.SIGKILL)
         pytest.fail("the worker outlived its killed caller")
+
+
+def test_a_sync_py_in_the_current_directory_is_never_run_by_the_worker(start_emulator, tmp_path, monkeypatch):
+    emulator, _ = start_emulator(orders=300, days=3)
+    marker = tmp_path / "ran"
+    (tmp_path / "sync.py").write_text(f"open({str(marker)!r}, 'w').write('the user script ran')\n")
+    monkeypatch.chdir(tmp_path)
+    records = _records(emulator)
+    with Preparer(1000298, "sqlite", processes=1) as preparer:
+        assert preparer.prepare(records) == prepare(records, 1000298, "sqlite")
+        assert preparer.processes == 1, "the worker answered"
+    assert not marker.exists()
+
+
+def test_a_worker_that_cannot_start_costs_speed_not_the_run(start_emulator, monkeypatch):
+    import sync.prepare as module
+
+    emulator, _ = start_emulator(orders=300, days=3)
+    records = _records(emulator)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(module.subprocess, "Popen", refuse)
+    with Preparer(1000298, "sqlite", processes=1) as preparer:
+        assert preparer.prepare(records) == prepare(records, 1000298, "sqlite")
+        assert preparer.processes == 0
+
+
+def test_a_failure_reading_the_workers_answers_falls_back_instead_of_hanging(start_emulator, monkeypatch):
+    import pickle
+    import threading
+
+    import sync.prepare as module
+
+    emulator, _ = start_emulator(orders=300, days=3)
+    records = _records(emulator)
+
+    class Broken:
+        dumps = staticmethod(pickle.dumps)
+        HIGHEST_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+        @staticmethod
+        def loads(body: bytes) -> object:
+            raise MemoryError("no memory for the answer")
+
+    monkeypatch.setattr(module, "pickle", Broken)
+    answer: list[object] = []
+    with Preparer(1000298, "sqlite", processes=1) as preparer:
+        waiting = threading.Thread(target=lambda: answer.append(preparer.prepare(records)), daemon=True)
+        waiting.start()
+        waiting.join(timeout=20)
+        assert not waiting.is_alive(), "a page waited forever for an answer that could not be read"
+        assert answer == [prepare(records, 1000298, "sqlite")] and preparer.processes == 0

@@ -295,3 +295,29 @@ def test_a_read_that_could_not_prove_its_end_leaves_no_floor(serve, engine: Engi
         watermark = conn.execute(select(SyncState.watermark)).scalar_one()
     assert watermark is not None, "the second read began with a watermark it could have used as a floor"
     assert floors and all(f is None for f in floors)
+
+
+def test_a_cap_brought_in_between_runs_of_one_process_loses_nothing(
+    start_emulator, engine: Engine, database_url, connect
+):
+    # One process, as the daemon is: the first run sees limit 50 honoured (full pages of 50); then
+    # Kapture starts capping it at 20. A short page must not be trusted on the strength of the
+    # earlier run: the next run pages each window to its empty page again.
+    emu, serving = start_emulator(orders=400, days=4, seed=17)
+    settings = settings_for(serving.url, database_url, page_size=50)
+    client = connect(settings)
+    backfill(engine, client, settings, date.today() - timedelta(days=5))
+    assert_equals_truth(engine, emu.store.truth())
+    emu.faults.limit_cap = 20
+    emu.store.create(60)
+    emu.store.edit(n=30)
+    sync(engine, client, settings)
+    assert_equals_truth(engine, emu.store.truth())
+
+
+def test_deletion_detection_pages_every_window_to_its_empty_page(emulator, database_url):
+    from sync.runs import rules_of
+
+    _emu, serving = emulator
+    assert rules_of(settings_for(serving.url, database_url)).trust_short_pages is True
+    assert rules_of(settings_for(serving.url, database_url, detect_deletions=True)).trust_short_pages is False
