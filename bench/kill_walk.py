@@ -35,6 +35,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--orders", type=int, default=1500, help="orders the emulator starts with")
     parser.add_argument("--days", type=int, default=16, help="history the emulator holds")
+    parser.add_argument(
+        "--page-size", type=int, default=25, help="KAPTURE_PAGE_SIZE of the CLI (200+ sends pages to the worker process)"
+    )
     parser.add_argument("--max-seconds", type=float, default=6 * 3600, help="stop walking after this long")
     parser.add_argument(
         "--cli-root", type=Path, default=ROOT, help="checkout whose `python -m sync` is run (default: this one)"
@@ -50,6 +53,7 @@ def main() -> int:
         kills=args.kills,
         max_seconds=args.max_seconds,
         days=args.days,
+        page_size=args.page_size,
         cli_root=args.cli_root.resolve(),
         log=None if args.quiet else lambda line: print(line, flush=True),
     )
