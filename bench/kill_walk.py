@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=1500, help="orders the emulator starts with")
     parser.add_argument("--days", type=int, default=16, help="history the emulator holds")
     parser.add_argument(
-        "--page-size", type=int, default=25, help="KAPTURE_PAGE_SIZE of the CLI (200+ sends pages to the worker process)"
+        "--page-size", type=int, default=25, help="KAPTURE_PAGE_SIZE of the CLI (200+: pages go to the worker process)"
     )
     parser.add_argument("--max-seconds", type=float, default=6 * 3600, help="stop walking after this long")
     parser.add_argument(

@@ -34,8 +34,12 @@ from sync.settings import Settings, today_in  # noqa: E402
 def empty_target(url: str) -> None:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{parsed.database}{suffix}").unlink(missing_ok=True)
+        main = Path(str(parsed.database))
+        # dlt's SQLite destination keeps each dataset in a database file of its own beside the main
+        # one (`<name>__<dataset>.db`): left behind, the next load merges into the last run's rows.
+        for path in [main, *main.parent.glob(f"{main.stem}__*")]:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
     else:
         admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
         with psycopg.connect(admin, autocommit=True) as conn:
