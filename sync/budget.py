@@ -61,7 +61,11 @@ class RequestBudget:
         log.warning("kapture.slow_down", requests_per_second=round(rate, 2), retry_after=retry_after)
 
     def answered(self) -> None:
-        """A request was answered (not 429): creep back towards the configured rate."""
+        """A page was served (not a 429, nor any other failure): creep back towards the configured rate.
+
+        With no configured limit (`rate` <= 0), a throttled budget climbs by one request per second
+        per answer up to 1,000 a second, then drops the limit again.
+        """
         if self.rate == self.configured:
             return
         with self._lock:

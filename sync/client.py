@@ -138,15 +138,14 @@ class KaptureClient:
             raise TransientError(f"connection failed ({type(exc).__name__}: {exc})") from None
         except httpx.DecodingError as exc:  # a corrupt compressed body: as good as a truncated one
             raise TransientError(f"undecodable body ({exc})") from None
-        if self.budget is None:
-            return judge(response.status_code, response.headers, response.content)
         try:
             page = judge(response.status_code, response.headers, response.content)
         except TransientError as exc:
-            if response.status_code == 429:  # slow every thread of the process down, not just this one
+            if self.budget is not None and response.status_code == 429:  # slow every thread down, not just this one
                 self.budget.throttled(exc.retry_after)
             raise
-        self.budget.answered()
+        if self.budget is not None:
+            self.budget.answered()
         return page
 
     def _wait(self, state: RetryCallState) -> float:

@@ -106,6 +106,7 @@ def write_records(
     """
     floor_ms = None if task.floor is None else to_ms(task.floor)
     stored = stored_versions(conn, account.cm_id, _ids(records))
+    reconciling = task.reason == "reconcile"
     confirmed: list[int] = []
     mapped: list[Prepared | Rejection] = []
     unmapped: list[Any] = []
@@ -115,25 +116,25 @@ def write_records(
             if have is not None and have.modified_ms >= key[1]:
                 confirmed.append(key[1])
                 continue
-        ready = None if prepared is None or task.reason == "reconcile" else prepared.get(i)
+        ready = None if prepared is None or reconciling else prepared.get(i)
         if ready is None:
             unmapped.append(record)
         else:
             mapped.append(ready)
-    if task.reason == "reconcile":
-        return _rederive(conn, account, unmapped, task, run_id, now, history, stored, confirmed)
-    if unmapped:
+    if reconciling:
+        counts, created_ms, stamps_ms, rejections = _rederive(conn, account.cm_id, unmapped, stored, now, history)
+    else:
         mapped.extend(prepare(unmapped, account.cm_id, conn.dialect.name))  # type: ignore[arg-type]
-    rows = [m for m in mapped if not isinstance(m, Rejection)]
-    rejections = [m for m in mapped if isinstance(m, Rejection)]
-    counts, changed = upsert_prepared(conn, account.cm_id, rows, stored, now, history)  # type: ignore[arg-type]
+        rows: list[Prepared] = [m for m in mapped if not isinstance(m, Rejection)]
+        rejections = [m for m in mapped if isinstance(m, Rejection)]
+        counts, changed = upsert_prepared(conn, account.cm_id, rows, stored, now, history)
+        created_ms, stamps_ms = [row[3] for row in changed], [row[1] for row in rows]
     counts.unchanged += len(confirmed)
     record_rejections(conn, account.cm_id, account.stream, rejections, task.window, run_id, now)
-    newest = max((row[1] for row in rows), default=None)  # type: ignore[index]
-    newest = max(filter(None, (newest, max(confirmed, default=None))), default=None)
+    newest = max((*stamps_ms, *confirmed), default=None)
     return Written(
         counts,
-        [from_ms(row[3]) for row in changed],
+        [from_ms(ms) for ms in created_ms],
         len(rejections),
         None if newest is None else from_ms(newest),
         len(confirmed),
@@ -141,31 +142,21 @@ def write_records(
 
 
 def _rederive(
-    conn: Connection,
-    account: Account,
-    records: list[Any],
-    task: Task,
-    run_id: int,
-    now: datetime,
-    history: bool,
-    stored: Mapping[int, Stored],
-    confirmed: list[int],
-) -> Written:
-    """`reconcile`'s page: mapped here, as dict rows, so every typed column can be compared with what is stored."""
+    conn: Connection, cm_id: int, records: list[Any], stored: Mapping[int, Stored], now: datetime, history: bool
+) -> tuple[LoadCounts, list[int], list[int], list[Rejection]]:
+    """`reconcile`'s page, mapped here as dict rows so every typed column can be compared with what is stored.
+
+    Returns the counts, the create and modification stamps (epoch ms) of the rows written and of
+    all rows mapped, and the rejections.
+    """
     rows: list[dict[str, Any]] = []
     rejections: list[Rejection] = []
     for record in records:
-        row = to_row(record, account.cm_id, now)
+        row = to_row(record, cm_id, now)
         (rejections if isinstance(row, Rejection) else rows).append(row)  # type: ignore[arg-type]
-    counts, changed = upsert_orders(conn, account.cm_id, rows, stored, rederive=True, history=history)
-    counts.unchanged += len(confirmed)
-    record_rejections(conn, account.cm_id, account.stream, rejections, task.window, run_id, now)
-    stamps = [r["last_modification_time"] for r in rows]
-    if confirmed:
-        stamps.append(from_ms(max(confirmed)))
-    return Written(
-        counts, [r["create_date"] for r in changed], len(rejections), max(stamps, default=None), len(confirmed)
-    )
+    counts, changed = upsert_orders(conn, cm_id, rows, stored, rederive=True, history=history)
+    created = [to_ms(r["create_date"]) for r in changed]
+    return counts, created, [to_ms(r["last_modification_time"]) for r in rows], rejections
 
 
 @dataclass

@@ -67,14 +67,17 @@ def make_engine(raw_url: str) -> Engine:
             message = "bad setting: KAPTURE_SYNC_DATABASE_URL: timeout= must be a number of seconds"
             raise SettingsError(message) from None
         engine = create_engine(url, json_serializer=_json, connect_args={"timeout": busy})
-        _sqlite_transactions(engine, busy)
+        _sqlite_transactions(engine)
     else:
         engine = create_engine(url, json_serializer=_json, pool_pre_ping=True)
     return engine
 
 
-def _sqlite_transactions(engine: Engine, busy: float = 30.0) -> None:
-    """Let SQLAlchemy, not pysqlite, decide when a transaction begins (SQLAlchemy's documented recipe)."""
+def _sqlite_transactions(engine: Engine) -> None:
+    """Let SQLAlchemy, not pysqlite, decide when a transaction begins (SQLAlchemy's documented recipe).
+
+    The busy timeout is pysqlite's own `timeout` (passed when connecting), which sets SQLite's.
+    """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -82,7 +85,6 @@ def _sqlite_transactions(engine: Engine, busy: float = 30.0) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -2,10 +2,11 @@
 
 Kapture never reports a deletion. The only evidence is absence, and absence is also what a short
 or faulty answer looks like, so an order is marked only when all of these hold: the feature is on
-(`KAPTURE_SYNC_DETECT_DELETIONS`); the window was read completely (to an empty page, or to a short page from a server seen to
-honour `limit`: its end proven), from its start, after it had closed; that read served as many orders as the window's previous complete
-read (the answer is stable); and the orders missing from it are at most
-`KAPTURE_SYNC_DELETION_MAX_SHARE` of those stored for the window (a bad answer cannot wipe it).
+(`KAPTURE_SYNC_DETECT_DELETIONS`); the window was read completely, from its start, after it had
+closed, its end proven (with the feature on, paging always goes on to the empty page); that read
+served as many orders as the window's previous complete read (the answer is stable); and the
+orders missing from it are at most `KAPTURE_SYNC_DELETION_MAX_SHARE` of those stored for the
+window (a bad answer cannot wipe it).
 """
 
 from __future__ import annotations

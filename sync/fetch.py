@@ -28,18 +28,11 @@ from typing import Any
 
 from sync.client import KaptureClient
 from sync.paging import Event, PageFetched, PagingRules, scan_window
-from sync.prefetch import put_until
+from sync.prefetch import DONE, Failure, put_until
 from sync.prepare import Preparer, premap
 from sync.schedule import Task
 from sync.stop import Stop, Stopped
 from sync.windows import to_ms
-
-_DONE = object()
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 class _Halt:
@@ -69,10 +62,10 @@ def batches(
 ) -> Generator[list[Event], None, None]:
     """Yield lists of events in order of arrival; a failure of any thread is raised here, first come.
 
-        A batch holds at least one event and closes when nothing more has arrived, when its pages hold
-        `max_rows` records, or `max_seconds` after its first event. With a `preparer`, each thread has
-        its page's records mapped (on another core) before handing the page over, so the writer only writes
-    (not `reconcile`'s: it compares every column with what is stored, on dict rows mapped by the writer).
+    A batch holds at least one event and closes when nothing more has arrived, when its pages hold
+    `max_rows` records, or `max_seconds` after its first event. With a `preparer`, each thread has
+    its page's records mapped (on another core) before handing the page over, so the writer only
+    writes; `reconcile`'s pages are not, since it compares every column on dict rows it maps itself.
     """
     pending: queue.SimpleQueue[Task] = queue.SimpleQueue()
     for task in tasks:
@@ -98,9 +91,9 @@ def batches(
                         event = replace(event, prepared=premap(preparer, event.records, floor_ms, halt.check))
                     if not hand_over(event):
                         return
-            hand_over(_DONE)
+            hand_over(DONE)
         except BaseException as exc:  # handed to the writer, who decides
-            hand_over(_Failure(exc))
+            hand_over(Failure(exc))
 
     threads = [
         threading.Thread(target=contextvars.copy_context().run, args=(produce,), name=f"kapture-fetch-{n}", daemon=True)
@@ -110,15 +103,11 @@ def batches(
         thread.start()
     running = len(threads)
 
-    def take(timeout: float | None) -> Any:
-        """The next item, waiting at most `timeout` (None: as long as it takes, honouring the stop)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def take() -> Any:
+        """The next item, as long as it takes, honouring the stop every tenth of a second."""
         while True:
-            wait = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-            if wait <= 0:
-                raise queue.Empty
             try:
-                return items.get(timeout=wait)
+                return items.get(timeout=0.1)
             except queue.Empty:
                 if stop is not None:
                     stop.check()
@@ -130,13 +119,13 @@ def batches(
             opened = 0.0
             while running:
                 try:
-                    item = take(None) if not batch else items.get_nowait()
+                    item = take() if not batch else items.get_nowait()
                 except queue.Empty:
                     break
-                if item is _DONE:
+                if item is DONE:
                     running -= 1
                     continue
-                if isinstance(item, _Failure):
+                if isinstance(item, Failure):
                     raise item.error
                 if not batch:
                     opened = time.monotonic()

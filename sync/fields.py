@@ -66,3 +66,4 @@ ORDER_FIELDS: tuple[Field, ...] = (
 )
 
 FIELDS_BY_API: dict[str, Field] = {f.api: f for f in ORDER_FIELDS}
+ORDER_COLUMNS: tuple[str, ...] = tuple(f.column for f in ORDER_FIELDS)  # `orders`' typed columns, in this order

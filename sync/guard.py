@@ -20,7 +20,7 @@ recorded read. Paging itself is in `paging.py`; this module only judges what it 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -94,18 +94,13 @@ def _when(epoch_ms: int, zone: ZoneInfo) -> str:
 
 @dataclass
 class RunGuard:
-    """Watches one run's events; `watch` yields them on, minus what a wrong setting produced."""
+    """Watches one run's events: `admit` passes each on (or holds an empty window back), `finish` releases the held."""
 
     client: KaptureClient
     rules: PagingRules
     stop: Stop | None = None  # the daemon's: a stop ends the wider request at once, without waiting for it
     _served: set[datetime] = field(default_factory=set)  # windows that served a record in this run
     _held: list[WindowScanned] = field(default_factory=list)  # empty windows awaiting the wider request
-
-    def watch(self, events: Iterable[Event]) -> Iterator[Event]:
-        for event in events:
-            yield from self.admit(event)
-        yield from self.finish()
 
     def admit(self, event: Event) -> list[Event]:
         """The events to commit now: a page once checked, a window's end unless it came back empty.

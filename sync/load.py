@@ -32,8 +32,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from sync.fields import ORDER_COLUMNS
 from sync.history import record_versions
-from sync.models import ORDER_COLUMNS, Order, RejectedRecord
+from sync.models import Order, RejectedRecord
 from sync.prepare import Prepared, sqlite_time, values_of
 from sync.transform import Rejection
 from sync.windows import Window, to_ms
@@ -54,12 +55,32 @@ class LoadCounts:
         self.updated += other.updated
         self.unchanged += other.unchanged
 
+    def count(self, verdict: str) -> None:
+        if verdict == "inserted":
+            self.inserted += 1
+        elif verdict == "updated":
+            self.updated += 1
+        else:
+            self.unchanged += 1
+
 
 class Stored(NamedTuple):
     """What the database holds of one order, enough to decide whether a served version is news."""
 
     modified_ms: int
     fingerprint: str | None
+
+
+def _verdict(have: Stored | None, served_ms: int, fingerprint: str) -> str:
+    """What a served version is to the stored one: "inserted", "updated", "same" (this very version) or "older"."""
+    if have is None:
+        return "inserted"
+    if served_ms > have.modified_ms or (served_ms == have.modified_ms and fingerprint != have.fingerprint):
+        return "updated"
+    return "same" if served_ms == have.modified_ms else "older"
+
+
+_WRITTEN = ("inserted", "updated")
 
 
 def _insert_for(dialect: str) -> Any:
@@ -167,28 +188,24 @@ def upsert_orders(
     changed: list[dict[str, Any]] = []
     same: list[dict[str, Any]] = []
     for row in rows:
-        have = stored.get(row["id"])
-        if have is None:
-            counts.inserted += 1
-            changed.append(row)
-            continue
-        served = to_ms(row["last_modification_time"])
-        if served > have.modified_ms or (served == have.modified_ms and row["fingerprint"] != have.fingerprint):
-            counts.updated += 1
-            changed.append(row)
-        elif served == have.modified_ms and rederive:
+        news = _verdict(stored.get(row["id"]), to_ms(row["last_modification_time"]), row["fingerprint"])
+        if news == "same" and rederive:
             same.append(row)
-        else:
-            counts.unchanged += 1
+            continue
+        counts.count(news)
+        if news in _WRITTEN:
+            changed.append(row)
     if same:
         stale = _derived_differently(conn, cm_id, same)
         counts.updated += len(stale)
         counts.unchanged += len(same) - len(stale)
         changed.extend(stale)
     if changed:
-        _write(conn, changed)
-        if history:
-            record_versions(conn, cm_id, [row["id"] for row in changed])
+        dialect = conn.dialect.name
+        values = [values_of(row, dialect) for row in changed]  # type: ignore[arg-type]
+        for value, row in zip(values, changed, strict=True):
+            value[-1] = sqlite_time(row["synced_at"]) if dialect == "sqlite" else row["synced_at"]
+        _store(conn, cm_id, values, [row["id"] for row in changed], history)
     return counts, changed
 
 
@@ -207,34 +224,24 @@ def upsert_prepared(
     counts = LoadCounts()
     changed: list[Prepared] = []
     for row in rows:
-        have = stored.get(row[0])
-        if have is None:
-            counts.inserted += 1
+        news = _verdict(stored.get(row[0]), row[1], row[2])
+        counts.count(news)
+        if news in _WRITTEN:
             changed.append(row)
-        elif row[1] > have.modified_ms or (row[1] == have.modified_ms and row[2] != have.fingerprint):
-            counts.updated += 1
-            changed.append(row)
-        else:
-            counts.unchanged += 1
     if changed:
         synced = sqlite_time(synced_at) if conn.dialect.name == "sqlite" else synced_at
         values = [row[4] for row in changed]
         for value in values:
             value[-1] = synced
-        write_values(conn, values)
-        if history:
-            record_versions(conn, cm_id, [row[0] for row in changed])
+        _store(conn, cm_id, values, [row[0] for row in changed], history)
     return counts, changed
 
 
-def _write(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    dialect = conn.dialect.name
-    values = []
-    for row in rows:
-        value = values_of(row, dialect)  # type: ignore[arg-type]
-        value[-1] = sqlite_time(row["synced_at"]) if dialect == "sqlite" else row["synced_at"]
-        values.append(value)
+def _store(conn: Connection, cm_id: int, values: Sequence[Sequence[Any]], ids: list[int], history: bool) -> None:
+    """Upsert the rows, then copy them into `order_versions` when history is kept: both upserts end here."""
     write_values(conn, values)
+    if history:
+        record_versions(conn, cm_id, ids)
 
 
 def write_values(conn: Connection, values: Sequence[Sequence[Any]]) -> None:

@@ -29,8 +29,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from sync.fields import ORDER_FIELDS
-
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -259,9 +257,6 @@ class RejectedRecord(Base):
     run_id: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (UniqueConstraint("cm_id", "fingerprint"),)
-
-
-ORDER_COLUMNS: tuple[str, ...] = tuple(f.column for f in ORDER_FIELDS)
 
 
 # --- for analysts (issue 10): history, and what the views need to know -------------------------

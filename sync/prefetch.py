@@ -1,7 +1,7 @@
-"""Run a producer in a background thread, a few items ahead of the consumer.
+"""Run a producer in a background thread, a few items ahead of the consumer, honouring the stop.
 
-Fetching the next page while the current one is written keeps the network and the database
-busy at once; the bound keeps memory to a few pages whatever the window's size.
+The run guard's one wider request uses it so that a daemon's stop does not wait for that request;
+`fetch.py` shares its hand-over (`put_until`, `DONE`, `Failure`) for its several producers.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from typing import TypeVar
 from sync.stop import Stop
 
 T = TypeVar("T")
-_DONE = object()
+DONE = object()  # a producer's last item: it has no more
 
 
-class _Failure:
+class Failure:
+    """A producer's exception, handed to the consumer to raise."""
+
     def __init__(self, error: BaseException) -> None:
         self.error = error
 
@@ -54,9 +56,9 @@ def prefetched(source: Iterable[T], depth: int = 2, stop: Stop | None = None) ->
             for item in source:
                 if not hand_over(item):
                     return
-            hand_over(_DONE)
+            hand_over(DONE)
         except BaseException as exc:  # handed to the consumer, who decides
-            hand_over(_Failure(exc))
+            hand_over(Failure(exc))
 
     context = contextvars.copy_context()
     worker = threading.Thread(target=context.run, args=(produce,), name="kapture-prefetch", daemon=True)
@@ -71,9 +73,9 @@ def prefetched(source: Iterable[T], depth: int = 2, stop: Stop | None = None) ->
                 except queue.Empty:
                     stop.check()
                     continue
-            if item is _DONE:
+            if item is DONE:
                 return
-            if isinstance(item, _Failure):
+            if isinstance(item, Failure):
                 raise item.error
             yield item  # type: ignore[misc]
     finally:

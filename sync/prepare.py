@@ -32,7 +32,7 @@ from typing import IO, Any, Literal
 
 import structlog
 
-from sync.fields import ORDER_FIELDS
+from sync.fields import ORDER_COLUMNS, ORDER_FIELDS
 from sync.transform import RAW_JSON, Rejection, stamp, to_row
 from sync.windows import to_ms
 
@@ -47,7 +47,6 @@ MIN_RECORDS = 200  # a smaller page is mapped in the calling thread: shipping it
 
 _TIMES = tuple(i for i, f in enumerate(ORDER_FIELDS) if f.kind == "timestamp")
 _AMOUNTS = tuple(i for i, f in enumerate(ORDER_FIELDS) if f.kind == "amount")
-_COLUMNS = tuple(f.column for f in ORDER_FIELDS)
 _PLACEHOLDER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -70,7 +69,7 @@ def values_of(row: dict[str, Any], dialect: Dialect) -> list[Any]:
     become a float on SQLite (its NUMERIC keeps a double, see models.Amount) and text on
     PostgreSQL (read by NUMERIC exactly). The last value, `synced_at`, is left as None.
     """
-    values = [row[c] for c in _COLUMNS]
+    values = [row[c] for c in ORDER_COLUMNS]
     to_text = sqlite_time if dialect == "sqlite" else postgresql_time
     for i in _TIMES:
         if values[i] is not None:

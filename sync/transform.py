@@ -261,13 +261,20 @@ def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rej
     if type(record) is dict and (row := _typed_columns(record, cm_id)) is not None:
         raw_json = canonical_json(record)
         if b"\\u0000" not in raw_json:
-            row["cm_id"] = cm_id
-            row["raw"] = record
-            row[RAW_JSON] = raw_json
-            row["fingerprint"] = digest(raw_json)
-            row["synced_at"] = synced_at
-            return row
+            return _completed(row, record, raw_json, cm_id, synced_at)
     return _to_row_in_full(record, cm_id, synced_at)
+
+
+def _completed(
+    row: dict[str, Any], record: dict[str, Any], raw_json: bytes, cm_id: int, synced_at: datetime
+) -> dict[str, Any]:
+    """A row of typed columns given what every stored row also carries: account, raw form, fingerprint, sync time."""
+    row["cm_id"] = cm_id
+    row["raw"] = record
+    row[RAW_JSON] = raw_json
+    row["fingerprint"] = digest(raw_json)
+    row["synced_at"] = synced_at
+    return row
 
 
 def _to_row_in_full(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rejection:
@@ -302,12 +309,7 @@ def _to_row_in_full(record: Any, cm_id: int, synced_at: datetime) -> dict[str, A
         problems.append(f"{nul}: contains a NUL character, which the database cannot store")
     if problems:
         return Rejection("; ".join(problems), record, order_id, digest(raw_json))
-    row["cm_id"] = cm_id
-    row["raw"] = record
-    row[RAW_JSON] = raw_json
-    row["fingerprint"] = digest(raw_json)
-    row["synced_at"] = synced_at
-    return row
+    return _completed(row, record, raw_json, cm_id, synced_at)
 
 
 def stamp(record: Any) -> tuple[int, int] | None:
