@@ -16,7 +16,6 @@ from sqlalchemy import select
 
 from sync.db import make_engine
 from sync.models import SyncWindow
-from sync.settings import Settings
 from sync.windows import from_ms
 from tests.helpers import assert_equals_truth, runs, storable
 from tests.test_cli import account_env, one_line, run_cli
@@ -35,8 +34,7 @@ def mix_env(url: str, database_url: str, **extra: str) -> dict[str, str]:
         "KAPTURE_BACKOFF_MAX": "0.05",
     }
     env = account_env(url, database_url, **(values | extra))
-    if "concurrency" in Settings.model_fields:  # several windows fetched at once, when the build has it
-        env["KAPTURE_SYNC_CONCURRENCY"] = "4"
+    env["KAPTURE_SYNC_CONCURRENCY"] = "4"  # several windows fetched at once
     return env
 
 

@@ -8,7 +8,7 @@ optimisation does, and each fails when it is switched off.
 from __future__ import annotations
 
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sync.budget import RequestBudget
 from sync.fetch import batches
@@ -111,7 +111,7 @@ def test_the_writer_takes_what_has_arrived_as_one_batch(start_emulator, connect)
     from sync.schedule import plan_backfill
     from sync.settings import today_in
 
-    now = __import__("datetime").datetime.now(tz=__import__("datetime").UTC)
+    now = datetime.now(tz=UTC)
     tasks: list[Task] = plan_backfill(FIRST, today_in(settings.zone, now), {}, schedule_of(settings), now, False)
     sizes = []
     fetching = batches(client, tasks, rules_of(settings), workers=4, max_rows=10_000, max_seconds=5.0, depth=16)

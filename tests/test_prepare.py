@@ -73,7 +73,6 @@ def test_a_worker_that_dies_costs_speed_not_the_page(start_emulator):
         worker = preparer._workers[0]
         worker.process.kill()
         worker.process.wait()
-        time.sleep(0.2)
         with pytest.raises(WorkerLost):
             worker.submit(records, 1000298, "sqlite").result(timeout=5)
         assert preparer.prepare(records) == prepare(records, 1000298, "sqlite")
