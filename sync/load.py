@@ -11,8 +11,9 @@ each served row is then classed exactly as inserted, updated or unchanged:
 
 `reconcile` also compares every typed column with what the current code derives, so rows written
 under older parsing rules are rewritten. The write itself goes through each driver's bulk path
-(PostgreSQL: COPY into a staging table, then one `INSERT ... SELECT ... ON CONFLICT`; SQLite:
-one `executemany`), and its `ON CONFLICT ... WHERE` repeats the "never older" rule in SQL.
+(PostgreSQL: rows new to `orders` COPY straight into it, changed ones COPY into a staging table
+merged by one `INSERT ... SELECT ... ON CONFLICT`; SQLite: one `executemany`), and the
+`ON CONFLICT ... WHERE` repeats the "never older" rule in SQL.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sync.fields import ORDER_COLUMNS
 from sync.history import record_versions
 from sync.models import Order, RejectedRecord
-from sync.prepare import Prepared, sqlite_time, values_of
+from sync.prepare import Prepared, postgresql_time, sqlite_time, values_of
 from sync.transform import Rejection
 from sync.windows import Window, to_ms
 
@@ -104,6 +105,7 @@ _ON_CONFLICT = (
 _STAGE = "kapture_orders_stage"
 _CREATE_STAGE = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 _COPY_STAGE = f"COPY {_STAGE} ({', '.join(_COLUMNS)}) FROM STDIN"
+_COPY_ORDERS = f"COPY orders ({', '.join(_COLUMNS)}) FROM STDIN"
 _MERGE_STAGE = f"INSERT INTO orders ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM {_STAGE} {_ON_CONFLICT}"
 _SQLITE_UPSERT = (
     f"INSERT INTO orders ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) {_ON_CONFLICT}"
@@ -228,13 +230,48 @@ def upsert_prepared(
         counts.count(news)
         if news in _WRITTEN:
             changed.append(row)
-    if changed:
-        synced = sqlite_time(synced_at) if conn.dialect.name == "sqlite" else synced_at
+    if not changed:
+        return counts, changed
+    if conn.dialect.name == "postgresql":
+        end = f"{postgresql_time(synced_at)}\n".encode()
+        fresh = [row[4] for row in changed if row[0] not in stored]
+        again = [row[4] for row in changed if row[0] in stored]
+        copy_lines(conn, fresh, again, end)  # type: ignore[arg-type]
+        if history:
+            record_versions(conn, cm_id, [row[0] for row in changed])
+    else:
+        synced = sqlite_time(synced_at)
         values = [row[4] for row in changed]
         for value in values:
-            value[-1] = synced
-        _store(conn, cm_id, values, [row[0] for row in changed], history)
+            value[-1] = synced  # type: ignore[index]
+        _store(conn, cm_id, values, [row[0] for row in changed], history)  # type: ignore[arg-type]
     return counts, changed
+
+
+def copy_lines(conn: Connection, fresh: list[bytes], again: list[bytes], end: bytes) -> None:
+    """Write PostgreSQL rows given as COPY lines (`sync.prepare.copy_line`), each finished by `end`.
+
+    Rows not in `orders` (`fresh`: the page's read of stored versions found none, in this same
+    transaction, under the account's lock) are copied straight into it: no staging table, no
+    merge. Changed rows (`again`) go through the staging table and the `ON CONFLICT` merge, whose
+    WHERE still refuses an older version.
+    """
+    cursor = _driver(conn).cursor()
+    statement = _COPY_ORDERS
+    try:
+        if fresh:
+            with cursor.copy(statement) as copy:
+                copy.write(end.join(fresh) + end)
+        if again:
+            cursor.execute(statement := _CREATE_STAGE)
+            with cursor.copy(statement := _COPY_STAGE) as copy:
+                copy.write(end.join(again) + end)
+            cursor.execute(statement := _MERGE_STAGE)
+            cursor.execute(statement := f"TRUNCATE {_STAGE}")
+    except psycopg.Error as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
 
 
 def _store(conn: Connection, cm_id: int, values: Sequence[Sequence[Any]], ids: list[int], history: bool) -> None:

@@ -18,6 +18,7 @@ import itertools
 import marshal
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -39,9 +40,10 @@ from sync.windows import to_ms
 log = structlog.get_logger(__name__)
 
 Dialect = Literal["sqlite", "postgresql"]
-# id, lastModificationTime (epoch ms), fingerprint, createDate (epoch ms), the values in the
-# loader's column order with `synced_at` (the last) left for the writer to fill in.
-Prepared = tuple[int, int, str, int, list[Any]]
+# id, lastModificationTime (epoch ms), fingerprint, createDate (epoch ms), and the row: on SQLite its
+# values in the loader's column order with `synced_at` (the last) left for the writer to fill in, on
+# PostgreSQL its line of COPY text up to `synced_at` (`copy_line`).
+Prepared = tuple[int, int, str, int, list[Any] | bytes]
 
 MIN_RECORDS = 200  # a smaller page is mapped in the calling thread: shipping it would cost more than it saves
 
@@ -83,9 +85,58 @@ def values_of(row: dict[str, Any], dialect: Dialect) -> list[Any]:
     return values
 
 
+# COPY's text format: these characters are written escaped, exactly as psycopg's own formatter does.
+_COPY_SPECIAL = re.compile("[\b\t\n\v\f\r\\\\]")
+_COPY_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r", "\\": "\\\\"}
+
+
+def copy_text(value: str) -> str:
+    """A text value as COPY's text format reads it back unchanged."""
+    if _COPY_SPECIAL.search(value) is None:
+        return value
+    return _COPY_SPECIAL.sub(lambda found: _COPY_ESCAPES[found.group()], value)
+
+
+def _copy_line_source() -> str:
+    """Source of `copy_line`: one expression per column, generated from ORDER_FIELDS like transform's fast path.
+
+    Straight-line code costs about what psycopg's compiled formatter does (5 µs a row), and it runs
+    in the worker, so the writer's core only joins finished lines.
+    """
+    null = repr("\\N")
+    parts = []
+    for f in ORDER_FIELDS:
+        v = f"row[{f.column!r}]"
+        if f.kind == "timestamp":
+            parts.append(f"{null} if {v} is None else postgresql_time({v})")
+        elif f.kind == "text":
+            parts.append(f"{null} if {v} is None else copy_text({v})")
+        elif f.kind == "flag":
+            parts.append(f"{null} if {v} is None else ('t' if {v} else 'f')")
+        else:  # ids, integers and amounts (int, float or Decimal): their shortest exact text
+            parts.append(f"{null} if {v} is None else str({v})")
+    parts.append(f"copy_text(row[{RAW_JSON!r}].decode())")
+    parts.append("row['fingerprint']")
+    body = ",\n        ".join(parts)
+    return f"def copy_line(row):\n    return ('\\t'.join((\n        {body},\n    )) + '\\t').encode()\n"
+
+
+_copy_namespace: dict[str, Any] = {"copy_text": copy_text, "postgresql_time": postgresql_time}
+exec(compile(_copy_line_source(), "<sync.prepare copy_line>", "exec"), _copy_namespace)  # noqa: S102 (our own source)
+copy_line: Callable[[dict[str, Any]], bytes] = _copy_namespace["copy_line"]
+copy_line.__doc__ = """A mapped row as one line of COPY text without its last column, `synced_at`, and newline.
+
+The writer ends every line with the same `<synced_at>\\n`, so a page's lines are written with one join.
+"""
+
+
 def prepare(records: list[Any], cm_id: int, dialect: Dialect) -> list[Prepared | Rejection]:
-    """Map each record, in order: its `Prepared` tuple, or the `Rejection` saying why it cannot be stored."""
+    """Map each record, in order: its `Prepared` tuple, or the `Rejection` saying why it cannot be stored.
+
+    For PostgreSQL the row is a line of COPY text (`copy_line`), for SQLite its value list (`values_of`).
+    """
     out: list[Prepared | Rejection] = []
+    copy = dialect == "postgresql"
     for record in records:
         row = to_row(record, cm_id, _PLACEHOLDER)
         if isinstance(row, Rejection):
@@ -97,7 +148,7 @@ def prepare(records: list[Any], cm_id: int, dialect: Dialect) -> list[Prepared |
                 to_ms(row["last_modification_time"]),
                 row["fingerprint"],
                 to_ms(row["create_date"]),
-                values_of(row, dialect),
+                copy_line(row) if copy else values_of(row, dialect),
             )
         )
     return out

@@ -9,11 +9,12 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, select
 
 from sync.db import ensure_schema, make_engine, writer
-from sync.load import upsert_orders
+from sync.load import stored_versions, upsert_orders, upsert_prepared
 from sync.models import Order
+from sync.prepare import prepare
 from sync.transform import Rejection, to_row
 from tests.conftest import reset_postgres
 from tests.helpers import stored
@@ -145,3 +146,47 @@ def test_every_amount_is_stored_exactly_on_both_databases_or_rejected_with_its_r
             continue
         exact = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(str(amount).strip())
         assert held["postgresql"][row["id"]] == exact, f"{amount!r} was not stored exactly"
+
+
+_TEXTS = st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")))
+_SERVED = st.fixed_dictionaries(
+    {
+        "createDate": st.integers(1_700_000_000_000, 1_800_000_000_000),
+        "lastModificationTime": st.integers(1_700_000_000_000, 1_800_000_000_000),
+        "remarks": _TEXTS,
+        "deliveryStatus": st.sampled_from(["New", "tab\there", "back\\slash", "line\r\nbreak", "\b\f\v", None]),
+        "productValue": _AMOUNTS,
+        "productQuantity": st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+        "customerId": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+        "invoiceSent": st.one_of(st.none(), st.booleans(), st.sampled_from(["yes", "0", 1])),
+        "notDocumented": _TEXTS,
+    }
+)
+
+
+def _columns(engine: Engine, cm_id: int) -> dict[int, tuple]:
+    """Every stored column but the account, by id: what analysts read."""
+    table = Order.__table__
+    shown = [c for c in table.columns if c.name != "cm_id"]
+    with engine.connect() as conn:
+        return {row.id: tuple(row) for row in conn.execute(select(*shown).where(table.c.cm_id == cm_id))}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(served=st.lists(_SERVED, min_size=1, max_size=30))
+def test_prepared_rows_are_stored_exactly_as_mapped_rows_are(both_engines, served):
+    """The writer's path (rows prepared by the worker: value lists on SQLite, COPY lines on PostgreSQL,
+    new rows copied straight into `orders`, changed ones merged) stores what mapping each record does."""
+    first = [{"id": i, **r} for i, r in enumerate(served)]
+    edited = [{**r, "lastModificationTime": r["lastModificationTime"] + 1, "remarks": "\\N\t"} for r in first[::2]]
+    for name, engine in both_engines.items():
+        with writer(engine).begin() as conn:
+            conn.execute(delete(Order))
+        for page, at in ((first, T0), (edited, T0 + timedelta(hours=1))):
+            with writer(engine).begin() as conn:
+                upsert_orders(conn, 1, [r for r in (to_row(x, 1, at) for x in page) if not isinstance(r, Rejection)])
+                ready = [p for p in prepare(page, 2, name) if not isinstance(p, Rejection)]  # type: ignore[arg-type]
+                upsert_prepared(conn, 2, ready, stored_versions(conn, 2, [p[0] for p in ready]), at)
+        mapped, prepared = _columns(engine, 1), _columns(engine, 2)
+        assert prepared == mapped, f"{name}: prepared rows differ from mapped ones"
+        assert len(mapped) == sum(not isinstance(to_row(r, 1, T0), Rejection) for r in first)
