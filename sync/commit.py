@@ -23,18 +23,10 @@ from sync.paging import PageFetched, WindowScanned
 from sync.prepare import Prepared, prepare
 from sync.schedule import Task
 from sync.state import Account, Progress, add_to_run, advance_watermark, finish_window, renew_lease, save_progress
-from sync.transform import Rejection, record_key, stamp, to_row
+from sync.transform import Rejection, stamp, to_row
 from sync.windows import from_ms, to_ms
 
 AGE_BUCKETS = ((7, "0-7 days"), (30, "8-30 days"), (90, "31-90 days"), (365, "91-365 days"))
-
-
-_INT64 = 2**63
-
-
-def _ids(records: list[Any]) -> list[int]:
-    """The ids a page's records could be stored under (what `to_row` would accept as an id)."""
-    return [key for key in map(record_key, records) if type(key) is int and -_INT64 <= key < _INT64]
 
 
 def age_bucket(days: int) -> str:
@@ -90,6 +82,7 @@ def write_records(
     conn: Connection,
     account: Account,
     records: list[Any],
+    ids: list[int],
     task: Task,
     run_id: int,
     now: datetime,
@@ -101,11 +94,12 @@ def write_records(
     Below the window's floor a record was stored by the window's last complete read (see
     docs/how-sync-works.md), so it is checked against the database by id and stamp alone, without
     being mapped, and mapped only if it is missing there or older: the floor saves work, never rows.
-    `prepared` holds records already mapped by position (`sync.prepare.premap`, on another core);
-    any other record is mapped here.
+    `prepared` holds records already mapped by position (`sync.prepare.premap`, on another core),
+    whose place in `records` may hold None; any other record is mapped here. `ids` are the ids the
+    page's records could be stored under (`PageFetched.ids`).
     """
     floor_ms = None if task.floor is None else to_ms(task.floor)
-    stored = stored_versions(conn, account.cm_id, _ids(records))
+    stored = stored_versions(conn, account.cm_id, ids)
     reconciling = task.reason == "reconcile"
     confirmed: list[int] = []
     mapped: list[Prepared | Rejection] = []
@@ -221,12 +215,20 @@ class PageCommitter:
                 progress = progress or self._progress(task, now)
                 if isinstance(event, PageFetched):
                     written = write_records(
-                        conn, self.account, event.records, task, self.run_id, now, self.history, event.prepared
+                        conn,
+                        self.account,
+                        event.records,
+                        event.ids,
+                        task,
+                        self.run_id,
+                        now,
+                        self.history,
+                        event.prepared,
                     )
                     if self.fields is not None:
-                        self.fields.note(conn, event.records, self.run_id, now)
+                        self.fields.note(conn, event.undocumented, self.run_id, now)
                     if self.deletions.enabled:
-                        self._served_ids.setdefault(task.nominal.start, set()).update(_ids(event.records))
+                        self._served_ids.setdefault(task.nominal.start, set()).update(event.ids)
                     counts = written.counts
                     progress = replace(
                         progress,

@@ -49,6 +49,19 @@ class _Halt:
             raise Stopped("the run ended")
 
 
+def _premapped(event: PageFetched, preparer: Preparer, halt: _Halt) -> PageFetched:
+    """The page with its records mapped on another core, each mapped record let go.
+
+    Only the prepared form travels on to the writer: a parsed record is several times its
+    prepared size, and every page waiting in the queue or in a batch would otherwise hold both.
+    Records at or below the floor (not mapped, see `premap`) and rejected ones stay.
+    """
+    floor_ms = None if event.task.floor is None else to_ms(event.task.floor)
+    prepared = premap(preparer, event.records, floor_ms, halt.check)
+    kept = [None if type(prepared.get(i)) is tuple else record for i, record in enumerate(event.records)]
+    return replace(event, records=kept, prepared=prepared)
+
+
 def batches(
     client: KaptureClient,
     tasks: list[Task],
@@ -87,8 +100,7 @@ def batches(
                     break
                 for event in scan_window(client, task, rules, halt):  # type: ignore[arg-type]
                     if preparer is not None and isinstance(event, PageFetched) and task.reason != "reconcile":
-                        floor_ms = None if event.task.floor is None else to_ms(event.task.floor)
-                        event = replace(event, prepared=premap(preparer, event.records, floor_ms, halt.check))
+                        event = _premapped(event, preparer, halt)
                     if not hand_over(event):
                         return
             hand_over(DONE)

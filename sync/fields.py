@@ -6,8 +6,9 @@ them from the same list, and a field added here reaches both.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["id", "timestamp", "int", "amount", "text", "flag"]
 
@@ -67,3 +68,18 @@ ORDER_FIELDS: tuple[Field, ...] = (
 
 FIELDS_BY_API: dict[str, Field] = {f.api: f for f in ORDER_FIELDS}
 ORDER_COLUMNS: tuple[str, ...] = tuple(f.column for f in ORDER_FIELDS)  # `orders`' typed columns, in this order
+DOCUMENTED: frozenset[str] = frozenset(f.api for f in ORDER_FIELDS)
+
+
+def undocumented(records: Iterable[Any]) -> dict[str, Any]:
+    """Each field of `records` their documentation does not list, with the `id` of the first record serving it.
+
+    Computed where a page is read, so the writer can notice new fields (sync/new_fields.py) after
+    the records themselves were let go; cheap when there are none (one subset test a record).
+    """
+    found: dict[str, Any] = {}
+    for record in records:
+        if type(record) is dict and not record.keys() <= DOCUMENTED:
+            for name in record.keys() - DOCUMENTED:
+                found.setdefault(name, record.get("id"))
+    return found

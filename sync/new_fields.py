@@ -7,7 +7,7 @@ A field its documentation does not list is recorded in `sync_fields` the first t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -16,13 +16,12 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from sync.fields import ORDER_FIELDS
+from sync.fields import DOCUMENTED
 from sync.models import SyncField
 from sync.state import Account
 
 log = structlog.get_logger(__name__)
 fields_t = cast(Table, SyncField.__table__)
-DOCUMENTED = frozenset(f.api for f in ORDER_FIELDS)
 
 
 class FieldWatch:
@@ -36,14 +35,9 @@ class FieldWatch:
     def load(cls, conn: Connection, account: Account) -> FieldWatch:
         return cls(account, recorded_fields(conn, account))
 
-    def note(self, conn: Connection, records: Iterable[Any], run_id: int, now: datetime) -> list[str]:
-        """Record the fields of `records` not seen before; cheap when there are none (a subset test)."""
-        known = self.known
-        first: dict[str, Any] = {}
-        for record in records:
-            if type(record) is dict and not record.keys() <= known:
-                for name in record.keys() - known:
-                    first.setdefault(name, record.get("id"))
+    def note(self, conn: Connection, found: Mapping[str, Any], run_id: int, now: datetime) -> list[str]:
+        """Record the fields of a page (`sync.fields.undocumented`: name -> first order id) not seen before."""
+        first = {name: order_id for name, order_id in found.items() if name not in self.known}
         if not first:
             return []
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
@@ -63,7 +57,7 @@ class FieldWatch:
         )
         for name, order_id in first.items():
             log.info("field.new", field=name, order_id=order_id, hint="kept in orders.raw; listed by status")
-        self.known = known | set(first)
+        self.known = self.known | set(first)
         return sorted(first)
 
 

@@ -21,12 +21,14 @@ import structlog
 
 from sync.client import KaptureClient, Page
 from sync.errors import KaptureRejected, PagingError
+from sync.fields import undocumented
 from sync.schedule import Task
 from sync.stop import Stop
 from sync.transform import record_key, stamp
 from sync.windows import DateFormat, Window, can_split, halve, next_slice, request_bounds
 
 log = structlog.get_logger(__name__)
+_INT64 = 2**63  # an id outside BIGINT's range is rejected by `to_row`, so it is no storable id
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +142,13 @@ class PageFetched:
     task: Task
     slice: Window
     next_offset: int  # where this slice resumes after the page is committed
-    records: list[Any]  # records new to this read, or served again in a newer version
+    # Records new to this read, or served again in a newer version. Once mapped on another core
+    # (`prepared`), a record's place holds None: the writer needs only what `prepared` keeps.
+    records: list[Any]
     served: int  # records in the page as served, repeats included
     new: int  # orders not served before in this read
+    ids: list[int]  # the ids `records` could be stored under, read before any record was let go
+    undocumented: dict[str, Any]  # fields the documentation does not list -> first order id (sync.fields)
     prepared: Mapping[int, Any] | None = None  # records already mapped, by position (sync.prepare.premap)
 
 
@@ -255,7 +261,9 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
                 emitted[key] = version
                 chosen[key] = record
             offset += len(page.records)
-            yield PageFetched(task, piece, offset, list(chosen.values()), len(page.records), new)
+            records = list(chosen.values())
+            ids = [k for k in chosen if type(k) is int and -_INT64 <= k < _INT64]
+            yield PageFetched(task, piece, offset, records, len(page.records), new, ids, undocumented(records))
             ended = last_page  # its rows are handed on first, then the slice ends as on an empty page
         if ended:
             if piece.end >= window.end:

@@ -94,9 +94,11 @@ def test_pages_come_to_the_writer_already_mapped(start_emulator, tmp_path):
         ]
     big = [p for p in pages if len(p.records) >= MIN_RECORDS]
     assert big, "the emulator serves pages this large"
+    served = {record["id"]: record for record in _records(emulator)}
     for page in pages:
         assert page.prepared is not None and set(page.prepared) == set(range(len(page.records)))
-        assert list(page.prepared.values()) == prepare(page.records, 1000298, "sqlite")
+        assert page.records == [None] * len(page.records), "a mapped record is let go before the writer"
+        assert list(page.prepared.values()) == prepare([served[i] for i in page.ids], 1000298, "sqlite")
 
 
 @pytest.mark.parametrize("processes", [0, 1])
