@@ -18,8 +18,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emulator_throughput import start_emulator  # noqa: E402  (bench/ is on the path as the script's folder)
@@ -41,6 +39,8 @@ def empty_target(url: str) -> None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
     else:
+        import psycopg  # here, not at the top: a SQLite run must not carry the driver kapture-sync would not load
+
         admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
         with psycopg.connect(admin, autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone():

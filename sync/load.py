@@ -18,7 +18,6 @@ merged by one `INSERT ... SELECT ... ON CONFLICT`; SQLite: one `executemany`), a
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +26,6 @@ from functools import cache
 from typing import Any, NamedTuple, cast
 
 import orjson
-import psycopg
 from sqlalchemy import Insert, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -139,9 +137,15 @@ def _driver(conn: Connection) -> Any:
     return driver
 
 
+def _errors(conn: Connection) -> type[Exception]:
+    """The driver's base exception (psycopg's or sqlite3's), taken from the dialect so that a SQLite
+    process never imports psycopg (about 10 MB of memory)."""
+    return cast(type[Exception], conn.dialect.dbapi.Error)  # type: ignore[union-attr]
+
+
 def _run(conn: Connection, statement: str, params: Any, many: bool = False) -> list[Any]:
     """One statement on the driver's own cursor, its errors raised as SQLAlchemy's usual `DBAPIError`."""
-    error = psycopg.Error if conn.dialect.name == "postgresql" else sqlite3.Error
+    error = _errors(conn)
     cursor = _driver(conn).cursor()
     try:
         if many:
@@ -268,8 +272,8 @@ def copy_lines(conn: Connection, fresh: list[bytes], again: list[bytes], end: by
                 copy.write(end.join(again) + end)
             cursor.execute(statement := _MERGE_STAGE)
             cursor.execute(statement := f"TRUNCATE {_STAGE}")
-    except psycopg.Error as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
-        raise DBAPIError.instance(statement, None, exc, psycopg.Error, dialect=conn.dialect) from exc
+    except _errors(conn) as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
+        raise DBAPIError.instance(statement, None, exc, _errors(conn), dialect=conn.dialect) from exc
     finally:
         cursor.close()
 
@@ -292,8 +296,8 @@ def write_values(conn: Connection, values: Sequence[Sequence[Any]]) -> None:
                     copy.write_row(row)
             cursor.execute(_MERGE_STAGE)
             cursor.execute(f"TRUNCATE {_STAGE}")
-        except psycopg.Error as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
-            raise DBAPIError.instance(_COPY_STAGE, None, exc, psycopg.Error, dialect=conn.dialect) from exc
+        except _errors(conn) as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
+            raise DBAPIError.instance(_COPY_STAGE, None, exc, _errors(conn), dialect=conn.dialect) from exc
         finally:
             cursor.close()
     elif conn.dialect.name == "sqlite":

@@ -1,9 +1,11 @@
-"""The process asks glibc for two malloc arenas, unless the user set MALLOC_ARENA_MAX."""
+"""Memory the process does not need: glibc's malloc arenas beyond two, a database driver it does not use."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from datetime import date, timedelta
 
 import pytest
 
@@ -28,3 +30,29 @@ def test_the_command_line_limits_them_before_it_starts_any_thread(monkeypatch):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[True]")
+
+
+def test_a_sqlite_backfill_never_loads_the_postgresql_driver(emulator, tmp_path):
+    """psycopg and libpq cost a SQLite user about 10 MB of memory for nothing."""
+    _emu, serving = emulator
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
+    env.update(
+        KAPTURE_BASE_URL=serving.url,
+        KAPTURE_USERNAME="demo",
+        KAPTURE_PASSWORD="demo",
+        KAPTURE_CM_ID="1000298",
+        KAPTURE_SYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'k.db'}",
+    )
+    since = (date.today() - timedelta(days=10)).isoformat()
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sync", "backfill", "--from", since],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "sqlite3" in imported and "sync.load" in imported, "the import log was read"
+    assert not {name for name in imported if name.split(".")[0] in ("psycopg", "psycopg_binary")}
