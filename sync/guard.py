@@ -20,7 +20,7 @@ recorded read. Paging itself is in `paging.py`; this module only judges what it 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +55,17 @@ def created_ms(record: Any) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     return None
+
+
+def created_of(records: list[Any], prepared: Mapping[int, Any] | None = None) -> Iterator[tuple[Any, int | None]]:
+    """(id, createDate in epoch ms) of each record; a record let go once mapped (None, see
+    fetch._premapped) is read from its prepared form, which holds both."""
+    for i, record in enumerate(records):
+        if record is None and prepared is not None:
+            ready = prepared[i]
+            yield ready[0], ready[3]
+        else:
+            yield (record.get("id") if isinstance(record, dict) else None), created_ms(record)
 
 
 def _instant(wall: datetime, zone: ZoneInfo, latest: bool) -> datetime:
@@ -128,17 +139,16 @@ class RunGuard:
 
     def _check_page(self, event: PageFetched) -> None:
         start, end = request_bounds(event.slice, self.rules.zone, self.rules.date_format, self.rules.end_inclusive)
-        self._inside(event.records, start, end)
+        self._inside(created_of(event.records, event.prepared), start, end)
 
-    def _inside(self, records: list[Any], start: str, end: str) -> None:
-        """Stop at the first record the request did not ask for."""
+    def _inside(self, created: Iterable[tuple[Any, int | None]], start: str, end: str) -> None:
+        """Stop at the first record (id, createDate in epoch ms) the request did not ask for."""
         low, high = requested_span(start, end, self.rules.zone, self.rules.end_inclusive)
-        for record in records:
-            created = created_ms(record)
-            if created is not None and not low <= created < high:
+        for order_id, created_at in created:
+            if created_at is not None and not low <= created_at < high:
                 raise ReadContradicted(
-                    f"bad setting: Kapture served order {record.get('id')} created "
-                    f"{_when(created, self.rules.zone)} for createStartDate={start!r} createEndDate={end!r}, "
+                    f"bad setting: Kapture served order {order_id} created "
+                    f"{_when(created_at, self.rules.zone)} for createStartDate={start!r} createEndDate={end!r}, "
                     f"outside what was asked for: {_settings_named(self.rules)}"
                 )
 
@@ -157,7 +167,7 @@ class RunGuard:
             except KaptureRejected as exc:
                 log.warning("guard.wide_request_refused", start=start, end=end, error=str(exc))
                 continue
-            self._inside(page.records, start, end)
+            self._inside(created_of(page.records), start, end)
             self._nothing_inside(page.records, windows, start, end)
             log.debug("guard.empty_windows_confirmed", windows=len(windows), start=start, end=end)
             return
