@@ -17,6 +17,7 @@ from sqlalchemy import Table, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from sync.driver import run
 from sync.models import OrderVersion, SyncAccount, ZoneOffset
 from sync.settings import Settings
 from sync.zones import offset_rules
@@ -40,9 +41,9 @@ def record_versions(conn: Connection, cm_id: int, ids: Sequence[int]) -> None:
     if not ids:
         return
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(_POSTGRESQL, (cm_id, list(ids)))
+        run(conn, _POSTGRESQL, (cm_id, list(ids)))  # never prepared: see sync.driver.run
     elif conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(_SQLITE, (cm_id, orjson.dumps(list(ids)).decode()))
+        run(conn, _SQLITE, (cm_id, orjson.dumps(list(ids)).decode()))
     else:
         raise ValueError(f"unsupported database dialect {conn.dialect.name!r}")
 

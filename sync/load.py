@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from sync.driver import driver, driver_errors, run
 from sync.fields import ORDER_COLUMNS
 from sync.history import record_versions
 from sync.models import Order, RejectedRecord
@@ -129,45 +130,15 @@ _STORED_COLUMNS = (
 )
 
 
-def _driver(conn: Connection) -> Any:
-    """The DBAPI connection under `conn`, inside the same transaction, for the drivers' bulk paths."""
-    driver = conn.connection.driver_connection
-    if driver is None:
-        raise RuntimeError("the connection is closed")
-    return driver
-
-
-def _errors(conn: Connection) -> type[Exception]:
-    """The driver's base exception (psycopg's or sqlite3's), taken from the dialect so that a SQLite
-    process never imports psycopg (about 10 MB of memory)."""
-    return cast(type[Exception], conn.dialect.dbapi.Error)  # type: ignore[union-attr]
-
-
-def _run(conn: Connection, statement: str, params: Any, many: bool = False) -> list[Any]:
-    """One statement on the driver's own cursor, its errors raised as SQLAlchemy's usual `DBAPIError`."""
-    error = _errors(conn)
-    cursor = _driver(conn).cursor()
-    try:
-        if many:
-            cursor.executemany(statement, params)
-            return []
-        cursor.execute(statement, params)
-        return cursor.fetchall() if cursor.description else []
-    except error as exc:
-        raise DBAPIError.instance(statement, None, exc, error, dialect=conn.dialect) from exc
-    finally:
-        cursor.close()
-
-
 def stored_versions(conn: Connection, cm_id: int, ids: Sequence[int]) -> dict[int, Stored]:
     """The stored stamp and fingerprint of each of `ids` that is in `orders`: one indexed read."""
     if not ids:
         return {}
     if conn.dialect.name == "postgresql":
-        found = _run(conn, _STORED_POSTGRESQL, (cm_id, list(ids)))
+        found = run(conn, _STORED_POSTGRESQL, (cm_id, list(ids)))
         return {order_id: Stored(to_ms(modified), fp) for order_id, modified, fp in found}
     if conn.dialect.name == "sqlite":
-        found = _run(conn, _STORED_SQLITE, (cm_id, orjson.dumps(list(ids)).decode()))
+        found = run(conn, _STORED_SQLITE, (cm_id, orjson.dumps(list(ids)).decode()))
         return {order_id: Stored(_sqlite_ms(modified), fp) for order_id, modified, fp in found}
     raise ValueError(f"unsupported database dialect {conn.dialect.name!r}")
 
@@ -260,7 +231,7 @@ def copy_lines(conn: Connection, fresh: list[bytes], again: list[bytes], end: by
     merge. Changed rows (`again`) go through the staging table and the `ON CONFLICT` merge, whose
     WHERE still refuses an older version.
     """
-    cursor = _driver(conn).cursor()
+    cursor = driver(conn).cursor()
     statement = _COPY_ORDERS
     try:
         if fresh:
@@ -272,8 +243,8 @@ def copy_lines(conn: Connection, fresh: list[bytes], again: list[bytes], end: by
                 copy.write(end.join(again) + end)
             cursor.execute(statement := _MERGE_STAGE)
             cursor.execute(statement := f"TRUNCATE {_STAGE}")
-    except _errors(conn) as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
-        raise DBAPIError.instance(statement, None, exc, _errors(conn), dialect=conn.dialect) from exc
+    except driver_errors(conn) as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
+        raise DBAPIError.instance(statement, None, exc, driver_errors(conn), dialect=conn.dialect) from exc
     finally:
         cursor.close()
 
@@ -288,7 +259,7 @@ def _store(conn: Connection, cm_id: int, values: Sequence[Sequence[Any]], ids: l
 def write_values(conn: Connection, values: Sequence[Sequence[Any]]) -> None:
     """Upsert rows given as value lists in `_COLUMNS` order (`sync.prepare.values_of`), in bulk."""
     if conn.dialect.name == "postgresql":
-        cursor = _driver(conn).cursor()  # psycopg 3, inside the page's transaction
+        cursor = driver(conn).cursor()  # psycopg 3, inside the page's transaction
         try:
             cursor.execute(_CREATE_STAGE)
             with cursor.copy(_COPY_STAGE) as copy:
@@ -296,12 +267,12 @@ def write_values(conn: Connection, values: Sequence[Sequence[Any]]) -> None:
                     copy.write_row(row)
             cursor.execute(_MERGE_STAGE)
             cursor.execute(f"TRUNCATE {_STAGE}")
-        except _errors(conn) as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
-            raise DBAPIError.instance(_COPY_STAGE, None, exc, _errors(conn), dialect=conn.dialect) from exc
+        except driver_errors(conn) as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
+            raise DBAPIError.instance(_COPY_STAGE, None, exc, driver_errors(conn), dialect=conn.dialect) from exc
         finally:
             cursor.close()
     elif conn.dialect.name == "sqlite":
-        _run(conn, _SQLITE_UPSERT, values, many=True)
+        run(conn, _SQLITE_UPSERT, values, many=True)
     else:
         raise ValueError(f"unsupported database dialect {conn.dialect.name!r}")
 

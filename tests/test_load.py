@@ -190,3 +190,19 @@ def test_prepared_rows_are_stored_exactly_as_mapped_rows_are(both_engines, serve
         mapped, prepared = _columns(engine, 1), _columns(engine, 2)
         assert prepared == mapped, f"{name}: prepared rows differ from mapped ones"
         assert len(mapped) == sum(not isinstance(to_row(r, 1, T0), Rejection) for r in first)
+
+
+def test_id_list_statements_are_planned_for_each_page_on_postgresql(both_engines):
+    """psycopg prepares a statement after its fifth run, and the server may then keep a generic
+    plan: one made while `orders` was empty (a first run, a run after TRUNCATE) scans the whole
+    table for every page of a long-lived daemon's connection. Nothing the writer runs per page is
+    left prepared on the server."""
+    engine = both_engines["postgresql"]
+    rows = [to_row(record(i, 1_790_000_000_000), 1000298, T0) for i in range(1, 4)]
+    with writer(engine).begin() as conn:
+        for _ in range(8):
+            stored_versions(conn, 1000298, [1, 2, 3])
+            upsert_orders(conn, 1000298, [r for r in rows if not isinstance(r, Rejection)])
+            conn.execute(delete(Order))
+        prepared = conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars().all()
+    assert not [s for s in prepared if "unnest" in s], prepared
