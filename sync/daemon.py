@@ -34,7 +34,6 @@ from typing import Any
 
 import httpx
 import structlog
-from alembic import command
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -44,7 +43,16 @@ from sqlalchemy.exc import DBAPIError
 
 from sync import runs
 from sync.client import KaptureClient, make_client, make_http_client
-from sync.db import alembic_config, database_problem, ensure_schema, make_engine, redact, writer
+from sync.db import (
+    SCHEMA_HEAD,
+    alembic_config,
+    current_revision,
+    database_problem,
+    ensure_schema,
+    make_engine,
+    redact,
+    writer,
+)
 from sync.errors import DatabaseUnavailable, LeaseHeld, SettingsError, SyncError
 from sync.metrics import DatabaseCollector, Metrics, ObservationServer, Watched, health
 from sync.settings import Settings
@@ -73,6 +81,10 @@ def upgrade_once(engine: Engine) -> None:
         ensure_schema(engine)  # SQLite: BEGIN IMMEDIATE already serialises the upgrade
         return
     try:
+        if current_revision(engine) == SCHEMA_HEAD:
+            return
+        from alembic import command  # only to upgrade: a daemon at head never carries Alembic
+
         with writer(engine).begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             command.upgrade(alembic_config(conn), "head")

@@ -14,7 +14,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, MetaData, String, Text
 
 from sync.db import alembic_config
@@ -27,6 +26,8 @@ Entry = tuple[str, dict[str, Any]]
 @cache
 def dictionary() -> dict[str, Entry]:
     """Every revision's `DICTIONARY`, merged oldest first, so a later revision's meanings win."""
+    from alembic.script import ScriptDirectory  # here: `export` imports this module, and runs need no Alembic
+
     script = ScriptDirectory.from_config(alembic_config())
     merged: dict[str, Entry] = {}
     for revision in reversed(list(script.walk_revisions())):

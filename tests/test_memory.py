@@ -1,4 +1,4 @@
-"""Memory the process does not need: glibc's malloc arenas beyond two, a database driver it does not use."""
+"""Memory the process does not need: glibc's malloc arenas beyond two, a driver or Alembic it does not use."""
 
 from __future__ import annotations
 
@@ -32,8 +32,13 @@ def test_the_command_line_limits_them_before_it_starts_any_thread(monkeypatch):
     assert out.strip().endswith("[True]")
 
 
-def test_a_sqlite_backfill_never_loads_the_postgresql_driver(emulator, tmp_path):
-    """psycopg and libpq cost a SQLite user about 10 MB of memory for nothing."""
+def _imported(stderr: str) -> set[str]:
+    """The modules `python -X importtime` reported importing."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_a_sqlite_run_loads_neither_the_postgresql_driver_nor_alembic_once_at_head(emulator, tmp_path):
+    """psycopg and libpq would cost a SQLite user about 10 MB of memory, Alembic 7 MB, for nothing."""
     _emu, serving = emulator
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
     env.update(
@@ -53,6 +58,19 @@ def test_a_sqlite_backfill_never_loads_the_postgresql_driver(emulator, tmp_path)
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    imported = _imported(done.stderr)
     assert "sqlite3" in imported and "sync.load" in imported, "the import log was read"
     assert not {name for name in imported if name.split(".")[0] in ("psycopg", "psycopg_binary")}
+    assert "alembic" in imported, "the first run creates the schema with Alembic"
+
+    again = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sync", "sync"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    imported = _imported(again.stderr)
+    assert "sync.load" in imported and "alembic" not in imported, "a database at head is checked without Alembic"

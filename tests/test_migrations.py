@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
-from sync.db import alembic_config, current_revision, head_revision, make_engine, upgrade, writer
+from sync.db import SCHEMA_HEAD, alembic_config, current_revision, head_revision, make_engine, upgrade, writer
 from sync.fields import ORDER_FIELDS
 from sync.models import Base, Order
 from sync.schema_doc import annotate
@@ -25,8 +25,18 @@ def test_migrations_and_models_agree(engine: Engine):
     assert current_revision(engine) == head_revision()
 
 
+def test_the_schema_head_runs_check_against_is_the_newest_migration():
+    """Runs compare the database with SCHEMA_HEAD without importing Alembic: a new migration must move it."""
+    assert head_revision() == SCHEMA_HEAD, "set sync.db.SCHEMA_HEAD to the new migration's revision"
+
+
 def test_orders_has_one_column_per_documented_field():
-    assert set(Order.__table__.columns.keys()) == {f.column for f in ORDER_FIELDS} | {"raw", "fingerprint", "synced_at", "deleted_at"}
+    assert set(Order.__table__.columns.keys()) == {f.column for f in ORDER_FIELDS} | {
+        "raw",
+        "fingerprint",
+        "synced_at",
+        "deleted_at",
+    }
     assert [c.name for c in Order.__table__.primary_key.columns] == ["cm_id", "id"]
 
 
