@@ -31,7 +31,7 @@ from sync_throughput import empty_target  # noqa: E402
 from sync.client import make_client, make_http_client  # noqa: E402
 from sync.db import make_engine  # noqa: E402
 from sync.logs import configure_logging  # noqa: E402
-from sync.memory import limit_malloc_arenas  # noqa: E402
+from sync.memory import tune_malloc  # noqa: E402
 from sync.runs import backfill  # noqa: E402
 from sync.settings import Settings, today_in  # noqa: E402
 
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=90)
     args = parser.parse_args()
-    limit_malloc_arenas()
+    tune_malloc()
     configure_logging()  # JSON lines on stderr, as the CLI writes them
     emulator, base_url = start_emulator(args.orders, args.days, seed=7)
     try:

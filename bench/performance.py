@@ -32,8 +32,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
+if sys.argv[1:2] == ["child"] and sys.argv[2:3] != ["dlt"]:
+    # A kapture-sync child runs as a default install would. httpx imports `rich` for its own command
+    # line whenever it is installed (+6 MiB); here it is, only because dlt (the bench extra) needs
+    # it, and a default install of kapture-sync has none. Without it, the import fails as it would there.
+    sys.modules["rich"] = None  # type: ignore[assignment]
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -54,11 +60,11 @@ def child_sync(kind: str, database_url: str, base_url: str, days: int) -> dict[s
     from sync.client import make_client, make_http_client
     from sync.db import make_engine
     from sync.logs import configure_logging
-    from sync.memory import limit_malloc_arenas
+    from sync.memory import tune_malloc
     from sync.runs import backfill, sync
     from sync.settings import Settings, today_in
 
-    limit_malloc_arenas()  # as `kapture-sync` does first thing
+    tune_malloc()  # as `kapture-sync` does first thing
     configure_logging()
     settings = Settings(base_url=base_url, username="demo", password="demo", cm_id=CM_ID, database_url=database_url)
     engine = make_engine(settings.database_url)

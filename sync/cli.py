@@ -28,7 +28,7 @@ from sync.client import KaptureClient, make_client, make_http_client
 from sync.db import database_problem, ensure_schema, make_engine, redact, upgrade
 from sync.errors import DatabaseUnavailable, SettingsError, SyncError
 from sync.logs import configure_logging
-from sync.memory import limit_malloc_arenas
+from sync.memory import tune_malloc
 from sync.runs import RunResult, backfill, reconcile, sync
 from sync.schedule import Task
 from sync.settings import DEFAULT_CONFIG_PATH, DatabaseSettings, Settings, config_path, load_settings, today_in
@@ -373,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one line on stderr and a meaningful exit status for every failure."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    limit_malloc_arenas()
+    tune_malloc()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         result = cli.main(args=args, prog_name="kapture-sync", standalone_mode=False)

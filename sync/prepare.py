@@ -382,4 +382,7 @@ class Preparer:
 
 
 if __name__ == "__main__":
+    from sync.memory import tune_malloc
+
+    tune_malloc()  # its pages pass through the same megabyte buffers as the caller's
     serve(sys.stdin.buffer, sys.stdout.buffer)

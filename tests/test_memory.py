@@ -1,4 +1,4 @@
-"""Memory the process does not need: glibc's malloc arenas beyond two, a driver or Alembic it does not use."""
+"""Memory the process does not need: glibc's arenas beyond two, big buffers kept, a driver or Alembic unused."""
 
 from __future__ import annotations
 
@@ -9,27 +9,31 @@ from datetime import date, timedelta
 
 import pytest
 
-from sync.memory import limit_malloc_arenas
+from sync.memory import tune_malloc
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_arenas_are_limited_on_glibc_and_a_users_setting_is_left_alone(monkeypatch):
+def test_malloc_is_tuned_on_glibc_and_a_users_settings_are_left_alone(monkeypatch):
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    assert limit_malloc_arenas() is True
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert tune_malloc() == {"arenas": True, "mmap_threshold": True}
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert limit_malloc_arenas() is False
+    assert tune_malloc() == {"arenas": False, "mmap_threshold": True}
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert tune_malloc() == {"arenas": False, "mmap_threshold": False}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_the_command_line_limits_them_before_it_starts_any_thread(monkeypatch):
+def test_the_command_line_tunes_it_before_it_starts_any_thread(monkeypatch):
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     code = (
         "import sync.memory as m, sync.cli as c; called = []; "
-        "m_limit = c.limit_malloc_arenas; c.limit_malloc_arenas = lambda: called.append(m_limit()); "
+        "tune = c.tune_malloc; c.tune_malloc = lambda: called.append(tune()); "
         "c.main(['--version']); print(called)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().endswith("[True]")
+    assert out.strip().endswith("[{'arenas': True, 'mmap_threshold': True}]")
 
 
 def _imported(stderr: str) -> set[str]:
