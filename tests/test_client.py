@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import httpx
@@ -22,6 +23,25 @@ def test_pull_sends_the_documented_body_and_reads_a_page(emulator, connect):
     page = client.pull(TODAY_WIDE, 0, 25)
     assert len(page.records) == 25
     assert page.records == sorted(emu.store.truth(), key=lambda r: (r["createDate"], r["id"]))[:25]
+
+
+def test_a_page_body_is_not_kept_alive_after_the_page_is_read(emulator, connect):
+    """An httpx response and its stream refer to each other, so a response outlives its request until
+    the garbage collector's rare full pass; a body stored on it (a megabyte a page) would stay too,
+    and a backfill's memory would climb in a sawtooth. Nothing of the body may be left on it."""
+    _, serving = emulator
+    client = connect(settings_for(serving.url))
+    gc.collect()
+    gc.disable()  # what the collector would find late is found now, before it runs
+    try:
+        page = client.pull(TODAY_WIDE, 0, 500)
+        responses = [o for o in gc.get_objects() if isinstance(o, httpx.Response)]
+        held = [v for r in responses for v in vars(r).values() if isinstance(v, bytes | bytearray) and len(v) > 1000]
+    finally:
+        gc.enable()
+    assert len(page.records) == 500
+    assert responses, "the response is still in memory, as the collector has not run"
+    assert not held, f"{sum(map(len, held))} bytes of body kept on a finished response"
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"])
