@@ -215,8 +215,11 @@ def first_bytes(content: bytes, limit: int = 80) -> str:
 
 def judge(status: int, headers: Mapping[str, str], content: bytes) -> Page:
     """Turn one HTTP answer into a page of records or the right kind of failure."""
-    if status in (408, 429):
-        raise TransientError(f"rate limited (HTTP {status})", retry_after=retry_after(headers))
+    if status == 429:
+        raise TransientError("rate limited (HTTP 429)", retry_after=retry_after(headers))
+    if status == 408:  # the server gave up waiting for the request: retried, but it is no rate limit
+        message = "the server timed out waiting for the request (HTTP 408)"
+        raise TransientError(message, retry_after=retry_after(headers))
     if status >= 500:
         raise TransientError(f"HTTP {status}", retry_after=retry_after(headers))
     try:

@@ -44,6 +44,14 @@ def test_a_page_body_is_not_kept_alive_after_the_page_is_read(emulator, connect)
     assert not held, f"{sum(map(len, held))} bytes of body kept on a finished response"
 
 
+def test_a_408_is_retried_and_named_as_a_timeout_not_a_rate_limit():
+    with pytest.raises(TransientError, match=r"timed out waiting for the request \(HTTP 408\)") as timed_out:
+        judge(408, httpx.Headers({"Retry-After": "2"}), b"")
+    assert timed_out.value.retry_after == 2.0
+    with pytest.raises(TransientError, match=r"rate limited \(HTTP 429\)"):
+        judge(429, {}, b"")
+
+
 @pytest.mark.parametrize("method", ["POST", "GET"])
 def test_both_http_methods_get_the_same_answer(emulator, connect, method):
     _, serving = emulator
