@@ -68,7 +68,9 @@ def make_engine(raw_url: str) -> Engine:
         engine = create_engine(url, json_serializer=_json, connect_args={"timeout": busy})
         _sqlite_transactions(engine)
     else:
-        engine = create_engine(url, json_serializer=_json, pool_pre_ping=True)
+        # UTF-8 whatever the server, database, role or PGCLIENTENCODING say: the worker's COPY lines
+        # are UTF-8 bytes, sent as they are, and every character Kapture serves must be storable.
+        engine = create_engine(url, json_serializer=_json, pool_pre_ping=True, connect_args={"client_encoding": "utf8"})
     return engine
 
 

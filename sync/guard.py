@@ -58,11 +58,12 @@ def created_ms(record: Any) -> int | None:
 
 
 def created_of(records: list[Any], prepared: Mapping[int, Any] | None = None) -> Iterator[tuple[Any, int | None]]:
-    """(id, createDate in epoch ms) of each record; a record let go once mapped (None, see
-    fetch._premapped) is read from its prepared form, which holds both."""
+    """(id, createDate in epoch ms) of each record; a record mapped and let go (see fetch._premapped)
+    is read from its prepared row, which holds both. A place holding None is not always such a
+    record: Kapture may serve `null` itself, whose prepared form is a `Rejection`."""
     for i, record in enumerate(records):
-        if record is None and prepared is not None:
-            ready = prepared[i]
+        ready = None if prepared is None else prepared.get(i)
+        if type(ready) is tuple:
             yield ready[0], ready[3]
         else:
             yield (record.get("id") if isinstance(record, dict) else None), created_ms(record)

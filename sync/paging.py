@@ -265,9 +265,9 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
             records = list(chosen.values())
             ids = [k for k in chosen if type(k) is int and -_INT64 <= k < _INT64]
             handed = [PageFetched(task, piece, offset, records, served, new, ids, undocumented(records))]
-            # Nothing of the page stays referenced from this frame while it waits at the yield, so the
-            # caller can let the records go once they are mapped (fetch._premapped): the parsed page
-            # is the largest thing each fetching thread holds.
+            # The page and its records' list are not held by this frame while it waits at the yield
+            # (only the last record looked at), so the caller can let the records go once they are
+            # mapped (fetch._premapped): the parsed page is the largest thing a fetching thread holds.
             del page, chosen, records
             yield handed.pop()
             ended = last_page  # its rows are handed on first, then the slice ends as on an empty page

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import Engine, delete, update
 
 from sync.db import writer
 from sync.models import Order
 from sync.runs import backfill, reconcile, sync
 from tests.conftest import settings_for
-from tests.helpers import assert_equals_truth, runs, storable, stored
+from tests.helpers import assert_equals_truth, rejected, runs, storable, stored
 
 FIRST = date.today() - timedelta(days=12)
 DAY_MS = 86_400_000
@@ -148,3 +149,26 @@ def test_an_order_edited_while_its_window_is_paged_is_stored_in_its_newest_versi
     assert row.delivery_status == "DL" and row.raw == edited, "the first version served was kept, not the newest"
     assert set(stored(engine)) == {r["id"] for r in base}  # `arrived` sits above the offsets read: next read
     assert (result.totals.load.inserted, result.totals.load.updated) == (len(base), 1)
+
+
+@pytest.mark.parametrize("good", [5, 300], ids=["mapped in the writer's thread", "mapped in the worker"])
+def test_a_null_or_a_list_among_the_records_is_rejected_and_the_rest_stored(serve, engine, database_url, connect, good):
+    """A page's records are let go once mapped, their places set to None: a record that was served
+    as `null` is not one of those, and must be rejected like any other malformed record."""
+    zone = ZoneInfo("Asia/Kolkata")
+    day = datetime.now(zone).date() - timedelta(days=2)
+    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    orders = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + i} for i in range(1, good + 1)]
+    served = [None, orders[0], ["a", "list"], *orders[1:]]
+
+    def answer(body: dict) -> list:
+        offset = int(body["offset"])
+        return served[offset : offset + int(body["limit"])]
+
+    settings = settings_for(serve(answer), database_url)
+    result = backfill(engine, connect(settings), settings, day, day)
+
+    assert result.outcome == "success"
+    assert set(stored(engine)) == {o["id"] for o in orders}
+    reasons = sorted(r.reason for r in rejected(engine))
+    assert reasons == ["record is a NoneType, not an object", "record is a list, not an object"]

@@ -195,8 +195,8 @@ def test_prepared_rows_are_stored_exactly_as_mapped_rows_are(both_engines, serve
 def test_id_list_statements_are_planned_for_each_page_on_postgresql(both_engines):
     """psycopg prepares a statement after its fifth run, and the server may then keep a generic
     plan: one made while `orders` was empty (a first run, a run after TRUNCATE) scans the whole
-    table for every page of a long-lived daemon's connection. Nothing the writer runs per page is
-    left prepared on the server."""
+    table for every page of a long-lived daemon's connection. No id-list statement the writer runs
+    per page is left prepared on the server."""
     engine = both_engines["postgresql"]
     rows = [to_row(record(i, 1_790_000_000_000), 1000298, T0) for i in range(1, 4)]
     with writer(engine).begin() as conn:
@@ -206,3 +206,19 @@ def test_id_list_statements_are_planned_for_each_page_on_postgresql(both_engines
             conn.execute(delete(Order))
         prepared = conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars().all()
     assert not [s for s in prepared if "unnest" in s], prepared
+
+
+def test_rows_keep_every_character_whatever_client_encoding_the_environment_asks_for(postgres_url, monkeypatch):
+    """The worker's COPY lines are UTF-8 bytes: a session in another encoding (PGCLIENTENCODING, a
+    role's or database's setting) would store `é` as `Ã©`. Every connection is made UTF-8."""
+    monkeypatch.setenv("PGCLIENTENCODING", "WIN1252")
+    reset_postgres(postgres_url)
+    engine = make_engine(postgres_url)
+    ensure_schema(engine)
+    served = {**record(1, 1_790_000_000_000), "remarks": "café 日本 🚚", "deliveryStatus": "é"}
+    with writer(engine).begin() as conn:
+        ready = [p for p in prepare([served], 1000298, "postgresql") if not isinstance(p, Rejection)]
+        upsert_prepared(conn, 1000298, ready, {}, T0)
+    row = stored(engine)[1]
+    engine.dispose()
+    assert (row.remarks, row.delivery_status, row.raw["remarks"]) == ("café 日本 🚚", "é", "café 日本 🚚")
