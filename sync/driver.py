@@ -7,6 +7,8 @@ SQLAlchemy's `DBAPIError`, as every other statement's are.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from sqlalchemy.engine import Connection
@@ -27,6 +29,20 @@ def driver_errors(conn: Connection) -> type[Exception]:
     return cast(type[Exception], conn.dialect.dbapi.Error)  # type: ignore[union-attr]
 
 
+@contextmanager
+def driver_cursor(conn: Connection, statement: str) -> Iterator[Any]:
+    """A cursor of the driver's own, closed after use; its errors raised as SQLAlchemy's `DBAPIError`
+    naming `statement` (the bulk write's first), as every other statement's are."""
+    error = driver_errors(conn)
+    cursor = driver(conn).cursor()
+    try:
+        yield cursor
+    except error as exc:
+        raise DBAPIError.instance(statement, None, exc, error, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
+
+
 def run(conn: Connection, statement: str, params: Any, many: bool = False) -> list[Any]:
     """One statement on the driver's own cursor; its rows, if it returns any.
 
@@ -37,9 +53,7 @@ def run(conn: Connection, statement: str, params: Any, many: bool = False) -> li
     (measured: 1.2 ms instead of 1 µs an order after a `TRUNCATE` on a long-lived connection).
     Planning each page's statement costs about a tenth of a millisecond.
     """
-    error = driver_errors(conn)
-    cursor = driver(conn).cursor()
-    try:
+    with driver_cursor(conn, statement) as cursor:
         if many:
             cursor.executemany(statement, params)
             return []
@@ -48,7 +62,3 @@ def run(conn: Connection, statement: str, params: Any, many: bool = False) -> li
         else:
             cursor.execute(statement, params)
         return cursor.fetchall() if cursor.description else []
-    except error as exc:
-        raise DBAPIError.instance(statement, None, exc, error, dialect=conn.dialect) from exc
-    finally:
-        cursor.close()

@@ -18,7 +18,7 @@ merged by one `INSERT ... SELECT ... ON CONFLICT`; SQLite: one `executemany`), a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,9 +29,8 @@ import orjson
 from sqlalchemy import Insert, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
-from sync.driver import driver, driver_errors, run
+from sync.driver import driver_cursor, run
 from sync.fields import ORDER_COLUMNS
 from sync.history import record_versions
 from sync.models import Order, RejectedRecord
@@ -231,22 +230,21 @@ def copy_lines(conn: Connection, fresh: list[bytes], again: list[bytes], end: by
     merge. Changed rows (`again`) go through the staging table and the `ON CONFLICT` merge, whose
     WHERE still refuses an older version.
     """
-    cursor = driver(conn).cursor()
-    statement = _COPY_ORDERS
-    try:
+    with driver_cursor(conn, _COPY_ORDERS if fresh else _COPY_STAGE) as cursor:
         if fresh:
-            with cursor.copy(statement) as copy:
+            with cursor.copy(_COPY_ORDERS) as copy:
                 copy.write(end.join(fresh) + end)
         if again:
-            cursor.execute(statement := _CREATE_STAGE)
-            with cursor.copy(statement := _COPY_STAGE) as copy:
-                copy.write(end.join(again) + end)
-            cursor.execute(statement := _MERGE_STAGE)
-            cursor.execute(statement := f"TRUNCATE {_STAGE}")
-    except driver_errors(conn) as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
-        raise DBAPIError.instance(statement, None, exc, driver_errors(conn), dialect=conn.dialect) from exc
-    finally:
-        cursor.close()
+            _merge_staged(cursor, lambda copy: copy.write(end.join(again) + end))
+
+
+def _merge_staged(cursor: Any, fill: Callable[[Any], None]) -> None:
+    """Rows into the staging table (`fill` writes them into its COPY), then one `ON CONFLICT` merge."""
+    cursor.execute(_CREATE_STAGE)
+    with cursor.copy(_COPY_STAGE) as copy:
+        fill(copy)
+    cursor.execute(_MERGE_STAGE)
+    cursor.execute(f"TRUNCATE {_STAGE}")
 
 
 def _store(conn: Connection, cm_id: int, values: Sequence[Sequence[Any]], ids: list[int], history: bool) -> None:
@@ -259,18 +257,13 @@ def _store(conn: Connection, cm_id: int, values: Sequence[Sequence[Any]], ids: l
 def write_values(conn: Connection, values: Sequence[Sequence[Any]]) -> None:
     """Upsert rows given as value lists in `_COLUMNS` order (`sync.prepare.values_of`), in bulk."""
     if conn.dialect.name == "postgresql":
-        cursor = driver(conn).cursor()  # psycopg 3, inside the page's transaction
-        try:
-            cursor.execute(_CREATE_STAGE)
-            with cursor.copy(_COPY_STAGE) as copy:
-                for row in values:
-                    copy.write_row(row)
-            cursor.execute(_MERGE_STAGE)
-            cursor.execute(f"TRUNCATE {_STAGE}")
-        except driver_errors(conn) as exc:  # the raw cursor bypasses SQLAlchemy: give callers its usual exception
-            raise DBAPIError.instance(_COPY_STAGE, None, exc, driver_errors(conn), dialect=conn.dialect) from exc
-        finally:
-            cursor.close()
+
+        def fill(copy: Any) -> None:
+            for row in values:
+                copy.write_row(row)
+
+        with driver_cursor(conn, _COPY_STAGE) as cursor:  # psycopg 3, inside the page's transaction
+            _merge_staged(cursor, fill)
     elif conn.dialect.name == "sqlite":
         run(conn, _SQLITE_UPSERT, values, many=True)
     else:

@@ -24,11 +24,10 @@ from sync.errors import KaptureRejected, PagingError
 from sync.fields import undocumented
 from sync.schedule import Task
 from sync.stop import Stop
-from sync.transform import record_key, stamp
+from sync.transform import record_key, stamp, storable_ids
 from sync.windows import DateFormat, Window, can_split, halve, next_slice, request_bounds
 
 log = structlog.get_logger(__name__)
-_INT64 = 2**63  # an id outside BIGINT's range is rejected by `to_row`, so it is no storable id
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +262,7 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
             served = len(page.records)
             offset += served
             records = list(chosen.values())
-            ids = [k for k in chosen if type(k) is int and -_INT64 <= k < _INT64]
+            ids = storable_ids(chosen)
             handed = [PageFetched(task, piece, offset, records, served, new, ids, undocumented(records))]
             # The page and its records' list are not held by this frame while it waits at the yield
             # (only the last record looked at), so the caller can let the records go once they are

@@ -8,7 +8,7 @@ that could sink the good records of its page.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -336,3 +336,8 @@ def record_key(record: Any) -> int | str:
         if value is not None:
             return value
     return fingerprint(record)
+
+
+def storable_ids(keys: Iterable[int | str]) -> list[int]:
+    """The de-duplication keys (`record_key`) that are ids `to_row` could store a record under."""
+    return [key for key in keys if type(key) is int and -_INT64 <= key < _INT64]

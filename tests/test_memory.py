@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -36,9 +37,18 @@ def test_the_command_line_tunes_it_before_it_starts_any_thread(monkeypatch):
     assert out.strip().endswith("[{'arenas': True, 'mmap_threshold': True}]")
 
 
-def _imported(stderr: str) -> set[str]:
-    """The modules `python -X importtime` reported importing."""
-    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+def _imported_by(args: list[str], env: dict[str, str], cwd: Path) -> set[str]:
+    """The modules `kapture-sync <args>` imported, as `python -X importtime` reports them; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sync", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
 
 
 def test_a_sqlite_run_loads_neither_the_postgresql_driver_nor_alembic_once_at_head(emulator, tmp_path):
@@ -53,28 +63,10 @@ def test_a_sqlite_run_loads_neither_the_postgresql_driver_nor_alembic_once_at_he
         KAPTURE_SYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'k.db'}",
     )
     since = (date.today() - timedelta(days=10)).isoformat()
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "sync", "backfill", "--from", since],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    imported = _imported(done.stderr)
+    imported = _imported_by(["backfill", "--from", since], env, tmp_path)
     assert "sqlite3" in imported and "sync.load" in imported, "the import log was read"
     assert not {name for name in imported if name.split(".")[0] in ("psycopg", "psycopg_binary")}
     assert "alembic" in imported, "the first run creates the schema with Alembic"
 
-    again = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "sync", "sync"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert again.returncode == 0, again.stderr
-    imported = _imported(again.stderr)
+    imported = _imported_by(["sync"], env, tmp_path)
     assert "sync.load" in imported and "alembic" not in imported, "a database at head is checked without Alembic"
