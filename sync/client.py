@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -26,6 +26,7 @@ from sync.errors import CredentialsRejected, KaptureRejected, KaptureUnavailable
 from sync.settings import Settings
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 _STATS_LOCK = threading.Lock()  # several threads fetch windows at once through one client
 _AUTH_WORDS = ("auth", "credential", "token", "unauthori", "password", "forbidden", "expired", "disabled")
@@ -99,6 +100,13 @@ class KaptureClient:
 
     def pull(self, filters: Mapping[str, str], offset: int, limit: int) -> Page:
         """One page, retried on transient faults within the policy's attempts and time."""
+        return self.pull_as(judge, filters, offset, limit)
+
+    def pull_as(
+        self, read: Callable[[int, Mapping[str, str], bytes], T], filters: Mapping[str, str], offset: int, limit: int
+    ) -> T:
+        """`pull`, with each answer read by `read` instead of `judge`: a reader that judges it the same
+        way (`sync.read.read_page`, which may run on another core) and hands back more than the records."""
         content = orjson.dumps(self.body(filters, offset, limit))
         retrying = Retrying(
             stop=stop_after_attempt(self.retry.max_attempts) | stop_before_delay(self.retry.max_seconds),
@@ -109,14 +117,14 @@ class KaptureClient:
             reraise=True,
         )
         try:
-            return retrying(self._send_once, content)
+            return retrying(self._send_once, content, read)
         except TransientError as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
             if exc.final is KaptureUnavailable:
                 raise KaptureUnavailable(f"Kapture unreachable after {attempts} attempts: {exc}") from None
             raise exc.final(f"Kapture refused the request after {attempts} attempts: {exc}") from None
 
-    def _send_once(self, content: bytes) -> Page:
+    def _send_once(self, content: bytes, read: Callable[[int, Mapping[str, str], bytes], T]) -> T:
         if self.budget is not None:
             self.budget.acquire(self.sleep)
         with _STATS_LOCK:
@@ -137,7 +145,7 @@ class KaptureClient:
         except httpx.DecodingError as exc:  # a corrupt compressed body: as good as a truncated one
             raise TransientError(f"undecodable body ({exc})") from None
         try:
-            page = judge(status, headers, body)
+            page = read(status, headers, body)
         except TransientError as exc:
             if self.budget is not None and status == 429:  # slow every thread down, not just this one
                 self.budget.throttled(exc.retry_after)

@@ -94,7 +94,7 @@ def write_records(
     Below the window's floor a record was stored by the window's last complete read (see
     docs/how-sync-works.md), so it is checked against the database by id and stamp alone, without
     being mapped, and mapped only if it is missing there or older: the floor saves work, never rows.
-    `prepared` holds records already mapped by position (`sync.prepare.premap`, on another core),
+    `prepared` holds records already mapped by position (`sync.read.read_page`, on another core),
     whose place in `records` may hold None; any other record is mapped here. `ids` are the ids the
     page's records could be stored under (`PageFetched.ids`).
     """

@@ -23,16 +23,16 @@ import queue
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import replace
 from typing import Any
 
 from sync.client import KaptureClient
 from sync.paging import Event, PageFetched, PagingRules, scan_window
 from sync.prefetch import DONE, Failure, put_until
-from sync.prepare import Preparer, premap
+from sync.read import PageReader, read_page
 from sync.schedule import Task
 from sync.stop import Stop, Stopped
 from sync.windows import to_ms
+from sync.worker import Preparer
 
 
 class _Halt:
@@ -49,19 +49,6 @@ class _Halt:
             raise Stopped("the run ended")
 
 
-def _premapped(event: PageFetched, preparer: Preparer, halt: _Halt) -> PageFetched:
-    """The page with its records mapped on another core, each mapped record let go.
-
-    Only the prepared form travels on to the writer: a parsed record is several times its
-    prepared size, and every page waiting in the queue or in a batch would otherwise hold both.
-    Records at or below the floor (not mapped, see `premap`) and rejected ones stay.
-    """
-    floor_ms = None if event.task.floor is None else to_ms(event.task.floor)
-    prepared = premap(preparer, event.records, floor_ms, halt.check)
-    kept = [None if type(prepared.get(i)) is tuple else record for i, record in enumerate(event.records)]
-    return replace(event, records=kept, prepared=prepared)
-
-
 def batches(
     client: KaptureClient,
     tasks: list[Task],
@@ -76,9 +63,10 @@ def batches(
     """Yield lists of events in order of arrival; a failure of any thread is raised here, first come.
 
     A batch holds at least one event and closes when nothing more has arrived, when its pages hold
-    `max_rows` records, or `max_seconds` after its first event. With a `preparer`, each thread has
-    its page's records mapped (on another core) before handing the page over, so the writer only
-    writes; `reconcile`'s pages are not, since it compares every column on dict rows it maps itself.
+    `max_rows` records, or `max_seconds` after its first event. With a `preparer`, each answer's body
+    is read (parsed, keyed, its records mapped) on another core before the page is handed over, so
+    the fetching threads hold the interpreter's lock only for HTTP and the writer only writes;
+    `reconcile`'s records are kept as served, since it compares every column on dict rows it maps itself.
     """
     pending: queue.SimpleQueue[Task] = queue.SimpleQueue()
     for task in tasks:
@@ -98,9 +86,10 @@ def batches(
                     task = pending.get_nowait()
                 except queue.Empty:
                     break
-                for event in scan_window(client, task, rules, halt):  # type: ignore[arg-type]
-                    if preparer is not None and isinstance(event, PageFetched) and task.reason != "reconcile":
-                        event = _premapped(event, preparer, halt)
+                read: PageReader = read_page
+                if preparer is not None and task.reason != "reconcile":
+                    read = preparer.reader(None if task.floor is None else to_ms(task.floor), halt.check)
+                for event in scan_window(client, task, rules, halt, read):  # type: ignore[arg-type]
                     if not hand_over(event):
                         return
             hand_over(DONE)

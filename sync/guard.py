@@ -58,7 +58,7 @@ def created_ms(record: Any) -> int | None:
 
 
 def created_of(records: list[Any], prepared: Mapping[int, Any] | None = None) -> Iterator[tuple[Any, int | None]]:
-    """(id, createDate in epoch ms) of each record; a record mapped and let go (see fetch._premapped)
+    """(id, createDate in epoch ms) of each record; a record mapped and let go (see read.ReadPage)
     is read from its prepared row, which holds both. A place holding None is not always such a
     record: Kapture may serve `null` itself, whose prepared form is a `Rejection`."""
     for i, record in enumerate(records):

@@ -11,20 +11,20 @@ empty page would, saving that last request per slice.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from sync.client import KaptureClient, Page
+from sync.client import KaptureClient, Page, judge
 from sync.errors import KaptureRejected, PagingError
-from sync.fields import undocumented
+from sync.read import PageReader, ReadPage, read_page
 from sync.schedule import Task
 from sync.stop import Stop
-from sync.transform import record_key, stamp, storable_ids
+from sync.transform import storable_ids
 from sync.windows import DateFormat, Window, can_split, halve, next_slice, request_bounds
 
 log = structlog.get_logger(__name__)
@@ -91,15 +91,28 @@ def _note_served(client: KaptureClient, page_size: int, limit: int, served: int)
         log.debug("kapture.limit_honoured", limit=limit)
 
 
+class _Served(Protocol):
+    @property
+    def records(self) -> list[Any]: ...
+
+
+P = TypeVar("P", bound=_Served)
+
+
 def pull_page(client: KaptureClient, filters: Mapping[str, str], offset: int, page_size: int) -> Page:
     """The page of `pull_page_with_limit`, for callers that do not need the limit sent."""
-    return pull_page_with_limit(client, filters, offset, page_size)[0]
+    return pull_page_with_limit(client, filters, offset, page_size, judge)[0]
 
 
 def pull_page_with_limit(
-    client: KaptureClient, filters: Mapping[str, str], offset: int, page_size: int
-) -> tuple[Page, int]:
-    """One page at `page_size`, and the `limit` really sent for it (`page_size`, or `FALLBACK_PAGE_SIZE`).
+    client: KaptureClient,
+    filters: Mapping[str, str],
+    offset: int,
+    page_size: int,
+    read: Callable[[int, Mapping[str, str], bytes], P],
+) -> tuple[P, int]:
+    """One page at `page_size`, read by `read` (`client.judge`, `read.read_page`), and the `limit` really
+    sent for it (`page_size`, or `FALLBACK_PAGE_SIZE`).
 
     A server that refuses that `limit` is asked again with 100, and that is remembered.
 
@@ -111,12 +124,12 @@ def pull_page_with_limit(
     """
     limit = page_limit(client, page_size)
     try:
-        page = client.pull(filters, offset, limit)
+        page = client.pull_as(read, filters, offset, limit)
     except KaptureRejected as refused:
         if limit <= FALLBACK_PAGE_SIZE or not any(word in str(refused).lower() for word in _ABOUT_LIMIT):
             raise
         try:
-            page = client.pull(filters, offset, FALLBACK_PAGE_SIZE)
+            page = client.pull_as(read, filters, offset, FALLBACK_PAGE_SIZE)
         except KaptureRejected:
             raise refused from None
         with _accepted_lock:
@@ -141,14 +154,14 @@ class PageFetched:
     task: Task
     slice: Window
     next_offset: int  # where this slice resumes after the page is committed
-    # Records new to this read, or served again in a newer version. Once mapped on another core
-    # (`prepared`), a record's place holds None: the writer needs only what `prepared` keeps.
+    # Records new to this read, or served again in a newer version. A record mapped where the page
+    # was read (`prepared`) holds None here: the writer needs only what `prepared` keeps.
     records: list[Any]
     served: int  # records in the page as served, repeats included
     new: int  # orders not served before in this read
     ids: list[int]  # the ids `records` could be stored under, read before any record was let go
     undocumented: dict[str, Any]  # fields the documentation does not list -> first order id (sync.fields)
-    prepared: Mapping[int, Any] | None = None  # records already mapped, by position (sync.prepare.premap)
+    prepared: Mapping[int, Any] | None = None  # records already mapped, by position (sync.read.read_page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +173,17 @@ class WindowScanned:
 Event = PageFetched | WindowScanned
 
 
-def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Stop | None = None) -> Iterator[Event]:
+def scan_window(
+    client: KaptureClient,
+    task: Task,
+    rules: PagingRules,
+    stop: Stop | None = None,
+    read: PageReader = read_page,
+) -> Iterator[Event]:
     """Yield each page of one window, then `WindowScanned` once the end of every slice is reached.
 
-    A set `stop` raises `Stopped` before the next request.
+    A set `stop` raises `Stopped` before the next request. Each answer is read by `read`: by default
+    here, its records kept as served; `sync.worker.Preparer.reader` maps them too, on another core.
     """
     window = task.window
     if task.resume is not None:
@@ -194,11 +214,11 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
             stop.check()
         start, end = request_bounds(piece, rules.zone, rules.date_format, rules.end_inclusive)
         filters = {"createStartDate": start, "createEndDate": end}
-        page, sent = pull_page_with_limit(client, filters, offset, rules.page_size)
+        page, sent = pull_page_with_limit(client, filters, offset, rules.page_size, read)
         pages += 1
         if pages > rules.max_pages:
             raise PagingError(f"window {window.label(rules.zone)} exceeded {rules.max_pages} pages; stopping")
-        keys = [record_key(r) for r in page.records]
+        keys = page.keys
         widest = max(widest, len(keys))
         repeated, last_keys = keys == last_keys, keys
         ended = not keys
@@ -245,10 +265,9 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
                 )
         if not ended:
             in_piece.update(keys)
-            chosen: dict[int | str, Any] = {}
+            chosen: dict[int | str, int] = {}  # key -> position in the page of the version handed on
             new = 0
-            for key, record in zip(keys, page.records, strict=True):
-                version = _version(record)
+            for position, (key, version) in enumerate(zip(keys, page.versions, strict=True)):
                 previous = emitted.get(key)
                 if previous is None:
                     new += 1
@@ -258,16 +277,14 @@ def scan_window(client: KaptureClient, task: Task, rules: PagingRules, stop: Sto
                     # that the newest version is the one stored. Same-stamp edits are left to reconcile.
                     continue
                 emitted[key] = version
-                chosen[key] = record
+                chosen[key] = position
             served = len(page.records)
             offset += served
-            records = list(chosen.values())
-            ids = storable_ids(chosen)
-            handed = [PageFetched(task, piece, offset, records, served, new, ids, undocumented(records))]
-            # The page and its records' list are not held by this frame while it waits at the yield
-            # (only the last record looked at), so the caller can let the records go once they are
-            # mapped (fetch._premapped): the parsed page is the largest thing a fetching thread holds.
-            del page, chosen, records
+            handed = [_handed_on(task, piece, offset, page, chosen, served, new)]
+            # Nothing of the page is held by this frame while it waits at the yield, so the records
+            # the writer has committed are let go at once: the page is the largest thing a fetching
+            # thread holds.
+            del page, chosen
             yield handed.pop()
             ended = last_page  # its rows are handed on first, then the slice ends as on an empty page
         if ended:
@@ -285,10 +302,26 @@ def _following(piece: Window, window: Window, zone: ZoneInfo) -> Window:
     return next_slice(piece, window, zone)
 
 
-def _version(record: Any) -> int:
-    """The served stamp used to keep the newest of repeated versions; -1 when it is not a plain number."""
-    key = stamp(record)
-    return -1 if key is None else key[1]
+def _handed_on(
+    task: Task, piece: Window, offset: int, page: ReadPage, chosen: dict[int | str, int], served: int, new: int
+) -> PageFetched:
+    """The page's chosen records (key -> position) as the writer takes them, renumbered in order."""
+    positions = list(chosen.values())
+    found: dict[str, Any] = {}
+    for i in positions:
+        for name, order_id in page.undocumented.get(i, {}).items():
+            found.setdefault(name, order_id)
+    return PageFetched(
+        task,
+        piece,
+        offset,
+        [page.records[i] for i in positions],
+        served,
+        new,
+        storable_ids(chosen),
+        found,
+        {n: ready for n, i in enumerate(positions) if (ready := page.prepared[i]) is not None},
+    )
 
 
 def scan_all(client: KaptureClient, tasks: list[Task], rules: PagingRules, stop: Stop | None = None) -> Iterator[Event]:

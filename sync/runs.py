@@ -29,7 +29,6 @@ from sync.history import register_account
 from sync.lock import AccountLock
 from sync.new_fields import FieldWatch
 from sync.paging import Event, PagingRules, WindowScanned, forget_honoured_limit
-from sync.prepare import Preparer
 from sync.schedule import Schedule, Task, plan_backfill, plan_reconcile, plan_sync
 from sync.settings import Settings, today_in
 from sync.state import (
@@ -47,6 +46,7 @@ from sync.state import (
     window_rows,
 )
 from sync.stop import Stop, Stopped
+from sync.worker import Preparer
 
 log = structlog.get_logger(__name__)
 

@@ -453,7 +453,7 @@ def test_a_reconcile_falling_due_during_a_sync_waits_for_it_then_runs(start_emul
 
 
 def _prepare_workers(parent: int) -> list[int]:
-    """Pids of `python -m sync.prepare` processes whose parent is `parent`."""
+    """Pids of `python -m sync.worker` processes whose parent is `parent`."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -463,7 +463,7 @@ def _prepare_workers(parent: int) -> list[int]:
             command = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == parent and b"sync.prepare" in command:
+        if ppid == parent and b"sync.worker" in command:
             found.append(int(entry.name))
     return found
 

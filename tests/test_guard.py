@@ -144,9 +144,9 @@ def test_a_stop_during_the_guards_wider_request_ends_the_run_within_seconds_as_i
     stop = Stop()
     plan: list[Any] = []
     first, last = TODAY - timedelta(days=4), TODAY - timedelta(days=2)
-    pull = client.pull
+    pull_as = client.pull_as
 
-    def pull_held_when_wide(filters: dict[str, str], offset: int, limit: int) -> Any:
+    def pull_held_when_wide(read: Any, filters: dict[str, str], offset: int, limit: int) -> Any:
         tasks = sorted(task.window for task in plan[0])
         rules = rules_of(settings)
         start = request_bounds(tasks[0], rules.zone, rules.date_format, rules.end_inclusive)[0]
@@ -154,9 +154,9 @@ def test_a_stop_during_the_guards_wider_request_ends_the_run_within_seconds_as_i
         if filters == {"createStartDate": start, "createEndDate": end}:  # the guard's wider request
             emu.faults.push("timeout", 1)  # held by the server for slow_seconds
             threading.Timer(0.5, stop.set, args=("received SIGTERM",)).start()
-        return pull(filters, offset, limit)
+        return pull_as(read, filters, offset, limit)
 
-    client.pull = pull_held_when_wide  # type: ignore[method-assign]
+    client.pull_as = pull_held_when_wide  # type: ignore[method-assign]
     began = time.monotonic()
     with pytest.raises(Stopped):
         backfill(engine, client, settings, first, last, stop=stop, on_plan=plan.append)

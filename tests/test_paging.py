@@ -19,6 +19,7 @@ from sync.paging import (
     pull_page_with_limit,
     scan_window,
 )
+from sync.read import read_page
 from sync.schedule import Task
 from sync.windows import Window, to_ms
 from tests.conftest import EmulatorFactory, settings_for
@@ -236,7 +237,7 @@ def test_a_refused_limit_falls_back_and_the_page_says_which_limit_was_sent(start
     assert sorted(r["id"] for p in pages for r in p.records) == sorted(r["id"] for r in emu.store.truth())
 
     filters = {"createStartDate": WINDOW_DATE, "createEndDate": WINDOW_DATE}
-    page, sent = pull_page_with_limit(client, filters, 200, 1000)
-    assert sent == FALLBACK_PAGE_SIZE and len(page.records) == 50
+    page, sent = pull_page_with_limit(client, filters, 200, 1000, read_page)
+    assert sent == FALLBACK_PAGE_SIZE and len(page.records) == 50 and len(page.keys) == 50
     assert isinstance(pull_page(client, filters, 0, 1000), Page)  # the old shape, for callers that need no limit
     assert {int(r["limit"]) for r in emu.pull_log(emu.pull_log()["last_seq"] - 2)["requests"]} == {FALLBACK_PAGE_SIZE}

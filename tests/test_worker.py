@@ -1,4 +1,4 @@
-"""Mapping on another core: the worker answers exactly what mapping here gives, and never outlives its caller."""
+"""Pages read on another core: the worker answers exactly what reading here gives, and never outlives its caller."""
 
 from __future__ import annotations
 
@@ -12,17 +12,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from sync.client import make_client, make_http_client
+from sync.client import judge, make_client, make_http_client
 from sync.db import make_engine
+from sync.errors import CredentialsRejected, KaptureRejected, TransientError
 from sync.fetch import batches
 from sync.paging import PageFetched
-from sync.prepare import MIN_RECORDS, Preparer, WorkerLost, premap, prepare
+from sync.prepare import prepare
+from sync.read import Destination, read_page
 from sync.runs import backfill, rules_of, schedule_of, sync
 from sync.schedule import plan_backfill
 from sync.settings import today_in
 from sync.transform import Rejection
+from sync.worker import MIN_BYTES, Preparer, WorkerLost
 from tests.conftest import settings_for
 from tests.helpers import assert_equals_truth, rejected, storable
 
@@ -33,6 +37,14 @@ def _records(emulator: Any) -> list[Any]:
     return [dict(record) for record in emulator.store.truth()]
 
 
+def _body(records: list[Any]) -> bytes:
+    """A successful answer serving `records`, as Kapture sends it."""
+    return orjson.dumps({"success": "true", "order_details": records})
+
+
+SQLITE = Destination(1000298, "sqlite")
+
+
 def _strange(records: list[Any]) -> list[Any]:
     """Good records with bad ones among them: not an object, an id that is text, an amount with too many digits."""
     bad = [["a", "list"], {**records[1], "id": "twelve"}, {**records[2], "productValue": "1.23456789012345678"}]
@@ -40,42 +52,58 @@ def _strange(records: list[Any]) -> list[Any]:
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_the_worker_answers_exactly_what_mapping_in_process_gives(start_emulator, dialect):
+def test_the_worker_answers_exactly_what_reading_in_process_gives(start_emulator, dialect):
     emulator, _ = start_emulator(orders=400, days=3, malformed_rate=0.0)
     records = _strange(_records(emulator))
-    assert len(records) >= MIN_RECORDS
+    records[5] = {**records[5], "loyaltyTier": "gold"}  # a field the documentation does not list
+    stamps = sorted(r["lastModificationTime"] for r in records if isinstance(r, dict))
+    body = _body(records)
+    assert len(body) >= MIN_BYTES
+    floored = Destination(1000298, dialect, stamps[len(stamps) // 2])
     with Preparer(1000298, dialect, processes=1) as preparer:
-        shipped = preparer.prepare(records)
-        assert preparer._workers, "a page this size goes to the worker"
-    here = prepare(records, 1000298, dialect)
-    assert shipped == here
-    rejected = [p for p in shipped if isinstance(p, Rejection)]
-    assert len(rejected) == 3 and isinstance(shipped[-3], Rejection) and isinstance(shipped[-1], Rejection)
-    assert "id" in shipped[-2].reason and "productValue" in shipped[-1].reason
+        shipped, shipped_floored = (preparer.read(200, {}, body, to) for to in (Destination(1000298, dialect), floored))
+        assert preparer._workers and preparer.processes == 1, "a page this size is read by the worker"
+    assert shipped == read_page(200, {}, body, Destination(1000298, dialect))
+    assert shipped_floored == read_page(200, {}, body, floored)
+    assert shipped_floored.prepared.count(None) > len(records) // 3, "rows at or below the floor are not mapped"
+    assert shipped.undocumented == {5: {"loyaltyTier": records[5]["id"]}}
+    assert shipped.prepared == prepare(records, 1000298, dialect), "without a floor every record is mapped"
+    rejected = [p for p in shipped.prepared if isinstance(p, Rejection)]
+    assert len(rejected) == 3 and all(isinstance(p, Rejection) for p in shipped.prepared[-3:])
+    assert "id" in shipped.prepared[-2].reason and "productValue" in shipped.prepared[-1].reason  # type: ignore[union-attr]
 
 
-def test_premap_leaves_out_rows_at_or_below_the_floor(start_emulator):
-    emulator, _ = start_emulator(orders=300, days=3)
-    records = _records(emulator)
-    stamps = sorted(r["lastModificationTime"] for r in records)
-    floor = stamps[len(stamps) // 2]
-    with Preparer(1000298, "sqlite", processes=0) as preparer:
-        mapped = premap(preparer, records, floor)
-    assert set(mapped) == {i for i, r in enumerate(records) if r["lastModificationTime"] > floor}
-    assert all(mapped[i][0] == records[i]["id"] for i in mapped)
+@pytest.mark.parametrize(
+    ("status", "body", "raised"),
+    [
+        (200, b'{"status": "failed", "message": "Invalid Auth Key"}' + b" " * MIN_BYTES, CredentialsRejected),
+        (200, b'{"status": "failed", "message": "cmId is required"}' + b" " * MIN_BYTES, KaptureRejected),
+        (200, _body([{"id": 1}] * 20_000)[:-1], TransientError),  # truncated
+        (200, b"[" + b"1," * MIN_BYTES + b"1]", TransientError),  # JSON, but not a page
+    ],
+)
+def test_a_body_that_is_not_a_page_fails_as_the_client_judges_it_wherever_it_is_read(status, body, raised):
+    assert len(body) >= MIN_BYTES
+    with pytest.raises(raised) as here:
+        judge(status, {}, body)
+    with Preparer(1000298, "sqlite", processes=1) as preparer:
+        with pytest.raises(raised) as there:
+            preparer.read(status, {}, body, SQLITE)
+        assert preparer._workers and preparer.processes == 1, "the worker answered, and is still trusted"
+    assert str(there.value) == str(here.value)
 
 
 def test_a_worker_that_dies_costs_speed_not_the_page(start_emulator):
     emulator, _ = start_emulator(orders=300, days=3)
-    records = _records(emulator)
+    body = _body(_records(emulator))
     with Preparer(1000298, "sqlite", processes=1) as preparer:
-        preparer.prepare(records)
+        preparer.read(200, {}, body, SQLITE)
         worker = preparer._workers[0]
         worker.process.kill()
         worker.process.wait()
         with pytest.raises(WorkerLost):
-            worker.submit(records, 1000298, "sqlite").result(timeout=5)
-        assert preparer.prepare(records) == prepare(records, 1000298, "sqlite")
+            worker.submit(200, body, SQLITE).result(timeout=5)
+        assert preparer.read(200, {}, body, SQLITE) == read_page(200, {}, body, SQLITE)
         assert preparer.processes == 0
 
 
@@ -92,8 +120,8 @@ def test_pages_come_to_the_writer_already_mapped(start_emulator, tmp_path):
             for e in batch
             if isinstance(e, PageFetched)
         ]
-    big = [p for p in pages if len(p.records) >= MIN_RECORDS]
-    assert big, "the emulator serves pages this large"
+        assert preparer._workers and preparer.processes == 1, "the worker read them"
+    assert any(len(p.records) >= 250 for p in pages), "the emulator serves pages large enough for the worker"
     served = {record["id"]: record for record in _records(emulator)}
     for page in pages:
         assert page.prepared is not None and set(page.prepared) == set(range(len(page.records)))
@@ -129,22 +157,25 @@ _ORPHAN = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {root!r})
-    from tests.test_prepare import page_for_orphan
-    from sync.prepare import Preparer
+    from tests.test_worker import page_for_orphan
+    from sync.worker import Preparer
+    from sync.read import Destination
     preparer = Preparer(1000298, "sqlite", processes=1)
-    preparer.prepare(page_for_orphan())
+    preparer.read(200, {{}}, page_for_orphan(), Destination(1000298, "sqlite"))
     print(preparer._workers[0].process.pid, flush=True)
     time.sleep(60)
     """
 )
 
 
-def page_for_orphan() -> list[dict[str, Any]]:
-    """Records enough to go to the worker, without an emulator: the script below has none."""
-    return [
-        {"id": i, "cmId": 1000298, "createDate": 1795152848000 + i, "lastModificationTime": 1795152848000 + i}
-        for i in range(1, MIN_RECORDS + 1)
-    ]
+def page_for_orphan() -> bytes:
+    """A body large enough to go to the worker, without an emulator: the script below has none."""
+    return _body(
+        [
+            {"id": i, "cmId": 1000298, "createDate": 1795152848000 + i, "lastModificationTime": 1795152848000 + i}
+            for i in range(1, MIN_BYTES // 50)
+        ]
+    )
 
 
 def test_a_killed_caller_leaves_no_worker_and_no_pipe_held_open(tmp_path):
@@ -177,25 +208,25 @@ def test_a_sync_py_in_the_current_directory_is_never_run_by_the_worker(start_emu
     marker = tmp_path / "ran"
     (tmp_path / "sync.py").write_text(f"open({str(marker)!r}, 'w').write('the user script ran')\n")
     monkeypatch.chdir(tmp_path)
-    records = _records(emulator)
+    body = _body(_records(emulator))
     with Preparer(1000298, "sqlite", processes=1) as preparer:
-        assert preparer.prepare(records) == prepare(records, 1000298, "sqlite")
+        assert preparer.read(200, {}, body, SQLITE) == read_page(200, {}, body, SQLITE)
         assert preparer.processes == 1, "the worker answered"
     assert not marker.exists()
 
 
 def test_a_worker_that_cannot_start_costs_speed_not_the_run(start_emulator, monkeypatch):
-    import sync.prepare as module
+    import sync.worker as module
 
     emulator, _ = start_emulator(orders=300, days=3)
-    records = _records(emulator)
+    body = _body(_records(emulator))
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(module.subprocess, "Popen", refuse)
     with Preparer(1000298, "sqlite", processes=1) as preparer:
-        assert preparer.prepare(records) == prepare(records, 1000298, "sqlite")
+        assert preparer.read(200, {}, body, SQLITE) == read_page(200, {}, body, SQLITE)
         assert preparer.processes == 0
 
 
@@ -203,10 +234,10 @@ def test_a_failure_reading_the_workers_answers_falls_back_instead_of_hanging(sta
     import pickle
     import threading
 
-    import sync.prepare as module
+    import sync.worker as module
 
     emulator, _ = start_emulator(orders=300, days=3)
-    records = _records(emulator)
+    body = _body(_records(emulator))
 
     class Broken:
         dumps = staticmethod(pickle.dumps)
@@ -219,8 +250,8 @@ def test_a_failure_reading_the_workers_answers_falls_back_instead_of_hanging(sta
     monkeypatch.setattr(module, "pickle", Broken)
     answer: list[object] = []
     with Preparer(1000298, "sqlite", processes=1) as preparer:
-        waiting = threading.Thread(target=lambda: answer.append(preparer.prepare(records)), daemon=True)
+        waiting = threading.Thread(target=lambda: answer.append(preparer.read(200, {}, body, SQLITE)), daemon=True)
         waiting.start()
         waiting.join(timeout=20)
         assert not waiting.is_alive(), "a page waited forever for an answer that could not be read"
-        assert answer == [prepare(records, 1000298, "sqlite")] and preparer.processes == 0
+        assert answer == [read_page(200, {}, body, SQLITE)] and preparer.processes == 0

@@ -1,0 +1,270 @@
+"""Pages read on another core: the worker process, and `Preparer`, which the fetching threads call.
+
+One interpreter runs one thread at a time. A fetching thread hands each answer's body, as bytes,
+to a worker process, which judges it, keys its records and maps them (`sync.read.read_page`), and
+waits for the answer with the interpreter's lock released: the writer, which shares that lock,
+writes meanwhile. What comes back is one `marshal` blob (`sync.read.pack`).
+
+The worker only computes: it never touches the database or the network, so a run killed at any
+instant loses nothing that had not been committed, and a worker that dies only costs speed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from contextlib import suppress
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from sync.errors import SyncError, TransientError
+from sync.prepare import Dialect
+from sync.read import Destination, Packed, PageReader, ReadPage, pack, read_page, unpack
+
+log = structlog.get_logger(__name__)
+
+# A smaller body is read in the calling thread: shipping it would cost more than it saves (about
+# 150 records of Kapture's size).
+MIN_BYTES = 150_000
+
+_HEADER = struct.Struct("<III")  # request number, length of the first part, length of the second
+
+
+def _read_frame(stream: IO[bytes]) -> tuple[int, bytes, bytes] | None:
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    number, first, second = _HEADER.unpack(head)
+    body = stream.read(first + second)
+    return None if len(body) < first + second else (number, body[:first], body[first:])
+
+
+def _write_frame(stream: IO[bytes], number: int, first: bytes, second: bytes = b"") -> None:
+    """One frame; the second part (a page's body) is written as it is, never copied into the first."""
+    stream.write(_HEADER.pack(number, len(first), len(second)))
+    stream.write(first)
+    stream.write(second)
+    stream.flush()
+
+
+def _answer(status: int, to: Destination, body: bytes) -> tuple[Any, ...]:
+    """("page", *packed), or ("refused",) for a body that is not a page: its caller judges that one
+    itself, with the headers it kept, and so raises exactly what `client.judge` raises."""
+    try:
+        return ("page", *pack(read_page(status, {}, body, to)))
+    except (TransientError, SyncError):
+        return ("refused",)
+
+
+def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
+    """The worker's loop: one page at a time, until the caller closes its end (or dies, which does the same)."""
+    while (frame := _read_frame(requests)) is not None:
+        number, meta, body = frame
+        try:
+            status, to = pickle.loads(meta)
+            answer = _answer(status, to, body)
+        except Exception as exc:  # reported to the caller, who then reads its pages itself
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            _write_frame(answers, number, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return
+
+
+class WorkerLost(RuntimeError):
+    pass
+
+
+class _Worker:
+    """One worker process, `python -m sync.worker`, fed bodies on its stdin and answering on its stdout.
+
+    A plain child process rather than `multiprocessing`: it never re-imports the caller's main
+    module, never forks a threaded process, holds none of the caller's pipes (stderr goes to
+    /dev/null), sits in its own session so a Ctrl-C meant for the caller does not reach it, and
+    ends when its stdin does: when the caller closes it, or dies, even by SIGKILL.
+    """
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parent.parent)  # found even when sync/ is not installed
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "sync.worker"],  # -P: never a `sync` from the current directory
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, Future[Packed | None]] = {}
+        self._pending_lock = threading.Lock()
+        self._numbers = itertools.count()
+        self._lost: str | None = None
+        self._reader = threading.Thread(target=self._read, name="kapture-worker-reader", daemon=True)
+        self._reader.start()
+
+    def submit(self, status: int, body: bytes, to: Destination) -> Future[Packed | None]:
+        """The page read in the worker: its packed form, or None when the body is not a page."""
+        future: Future[Packed | None] = Future()
+        number = next(self._numbers) & 0xFFFFFFFF
+        meta = pickle.dumps((status, to), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._pending_lock:
+            if self._lost is not None:
+                raise WorkerLost(self._lost)
+            self._pending[number] = future
+        try:
+            with self._send_lock:
+                assert self.process.stdin is not None
+                _write_frame(self.process.stdin, number, meta, body)
+        except (OSError, ValueError) as exc:  # ValueError: its stdin was closed by `close`
+            self._fail(f"the worker process is gone ({exc})")
+        return future
+
+    def _read(self) -> None:
+        """Hand each answer to the thread waiting for it; whatever ends this loop fails every page still waiting."""
+        assert self.process.stdout is not None
+        reason = "the worker process ended"
+        try:
+            while (frame := _read_frame(self.process.stdout)) is not None:
+                number, body, _ = frame
+                answer = pickle.loads(body)  # before the page leaves `_pending`: a failure here fails it too
+                with self._pending_lock:
+                    future = self._pending.pop(number, None)
+                if future is None:
+                    continue
+                if answer[0] == "page":
+                    future.set_result((answer[1], answer[2]))
+                elif answer[0] == "refused":
+                    future.set_result(None)
+                else:
+                    future.set_exception(WorkerLost(answer[1]))
+        except Exception as exc:  # ends the reader; every waiting page is read in its own thread instead
+            reason = f"reading the worker's answers failed: {type(exc).__name__}: {exc}"
+        finally:
+            self._fail(f"{reason} (exit status {self.process.poll()})")
+
+    def _fail(self, reason: str) -> None:
+        with self._pending_lock:
+            self._lost = self._lost or reason
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(WorkerLost(reason))
+
+    def close(self) -> None:
+        """Close its stdin so it ends after the page in hand; kill it if it has not within a second."""
+        with self._send_lock, suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(timeout=1.0)
+        if self.process.stdout is not None:
+            with suppress(OSError):
+                self.process.stdout.close()
+
+
+class Preparer:
+    """Reads pages in up to `processes` worker processes, or in the calling thread when that is 0.
+
+    Thread-safe: every fetching thread calls `read` and waits for its own page (pages go to the
+    workers in turn). The workers start with the first page worth shipping; `close` ends them.
+    """
+
+    def __init__(self, cm_id: int, dialect: Dialect, processes: int) -> None:
+        self.cm_id = cm_id
+        self.dialect = dialect
+        self.processes = processes
+        self._workers: list[_Worker] = []
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _worker(self) -> _Worker | None:
+        with self._lock:
+            if self._closed or self.processes <= 0:
+                return None
+            if len(self._workers) < self.processes:
+                self._workers.append(_Worker())
+                return self._workers[-1]
+            return self._workers[next(self._turn) % len(self._workers)]
+
+    def reader(self, floor_ms: int | None, wait: Callable[[], None] | None = None) -> PageReader:
+        """What a window's paging reads its answers with (`KaptureClient.pull_as`): mapped for this
+        account and database, above the window's floor; `wait` is called every tenth of a second
+        while the worker reads (a stop check)."""
+        to = Destination(self.cm_id, self.dialect, floor_ms)
+
+        def read(status: int, headers: Mapping[str, str], body: bytes) -> ReadPage:
+            return self.read(status, headers, body, to, wait)
+
+        return read
+
+    def read(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        to: Destination,
+        wait: Callable[[], None] | None = None,
+    ) -> ReadPage:
+        """`read.read_page` of one answer, in a worker when the body is a large success.
+
+        A worker that cannot start or dies (a pids limit, the OOM killer) costs speed, not the run:
+        the page and every later one are read in the calling thread, and the log says so once.
+        """
+        if not 200 <= status < 300 or len(body) < MIN_BYTES:
+            return read_page(status, headers, body, to)
+        try:
+            worker = self._worker()  # started here the first time: it may fail (a pids limit, no memory)
+            if worker is None:
+                return read_page(status, headers, body, to)
+            future = worker.submit(status, body, to)
+            while True:
+                try:
+                    packed = future.result(timeout=0.1)
+                    break
+                except TimeoutError:
+                    if wait is not None:
+                        wait()
+        except (WorkerLost, OSError) as exc:
+            with self._lock:
+                first, self.processes = self.processes > 0 and not self._closed, 0
+            if first:
+                log.warning("worker.lost", error=str(exc), hint="reading pages in this process from now on")
+            return read_page(status, headers, body, to)
+        if packed is None:  # not a page: judged here, with its headers, for the failure it raises
+            return read_page(status, headers, body, to)
+        return unpack(*packed)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.close()
+
+    def __enter__(self) -> Preparer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    from sync.memory import tune_malloc
+
+    tune_malloc()  # its pages pass through the same megabyte buffers as the caller's
+    serve(sys.stdin.buffer, sys.stdout.buffer)
