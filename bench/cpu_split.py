@@ -5,7 +5,7 @@
 
 One backfill at default settings (90 days) from the emulator in its own process. It prints the
 wall time and orders/s, and the CPU seconds of the sync process (fetching threads and writer),
-of its worker process(es) (`sync/prepare.py`, counted once they have exited), and of the emulator
+of its worker process(es) (`sync/worker.py`, counted once they have exited), and of the emulator
 serving the requests (it serves from memory: about 2 us an order). With two cores,
 orders / (total CPU / 2) bounds what any schedule of the same work could reach here;
 PostgreSQL's own server processes come on top of that.

@@ -29,8 +29,9 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from sync.client import KaptureClient, Page
+from sync.client import KaptureClient
 from sync.errors import KaptureRejected, ReadContradicted
+from sync.judge import Page
 from sync.paging import Event, PageFetched, PagingRules, WindowScanned, pull_page
 from sync.prefetch import prefetched
 from sync.schedule import Task

@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from sync.client import KaptureClient, Page, judge
+from sync.client import KaptureClient
 from sync.errors import KaptureRejected, PagingError
+from sync.judge import Page, judge
 from sync.read import PageReader, ReadPage, read_page
 from sync.schedule import Task
 from sync.stop import Stop

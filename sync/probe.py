@@ -26,9 +26,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sync.client import KaptureClient, Page
+from sync.client import KaptureClient
 from sync.errors import KaptureRejected
 from sync.guard import created_ms
+from sync.judge import Page
 from sync.settings import Settings
 from sync.windows import DAY, from_ms
 

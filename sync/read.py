@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sync.client import judge
 from sync.fields import undocumented
+from sync.judge import judge
 from sync.prepare import Dialect, Prepared, prepare
 from sync.transform import Rejection, record_key, served_version, stamp
 

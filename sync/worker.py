@@ -24,13 +24,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
-
 from sync.errors import SyncError, TransientError
 from sync.prepare import Dialect
 from sync.read import Destination, Packed, PageReader, ReadPage, pack, read_page, unpack
-
-log = structlog.get_logger(__name__)
 
 # A smaller body is read in the calling thread: shipping it would cost more than it saves (about
 # 150 records of Kapture's size).
@@ -65,19 +61,29 @@ def _answer(status: int, to: Destination, body: bytes) -> tuple[Any, ...]:
         return ("refused",)
 
 
+def _answer_frame(frame: tuple[int, bytes, bytes]) -> tuple[int, bytes]:
+    number, meta, body = frame
+    try:
+        status, to = pickle.loads(meta)
+        answer = _answer(status, to, body)
+    except Exception as exc:  # reported to the caller, who then reads its pages itself
+        answer = ("error", f"{type(exc).__name__}: {exc}")
+    return number, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
-    """The worker's loop: one page at a time, until the caller closes its end (or dies, which does the same)."""
+    """The worker's loop: one page at a time, until the caller closes its end (or dies, which does the same).
+
+    Each page is handled in a function of its own, so nothing of it is held while the next is awaited.
+    """
     while (frame := _read_frame(requests)) is not None:
-        number, meta, body = frame
+        number, answer = _answer_frame(frame)
+        del frame
         try:
-            status, to = pickle.loads(meta)
-            answer = _answer(status, to, body)
-        except Exception as exc:  # reported to the caller, who then reads its pages itself
-            answer = ("error", f"{type(exc).__name__}: {exc}")
-        try:
-            _write_frame(answers, number, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+            _write_frame(answers, number, answer)
         except OSError:
             return
+        del answer
 
 
 class WorkerLost(RuntimeError):
@@ -130,27 +136,37 @@ class _Worker:
         return future
 
     def _read(self) -> None:
-        """Hand each answer to the thread waiting for it; whatever ends this loop fails every page still waiting."""
+        """Hand each answer to the thread waiting for it; whatever ends this loop fails every page still waiting.
+
+        A worker left running after its answers stopped being read could block a fetching thread
+        writing to its full stdin for good, so it is killed.
+        """
         assert self.process.stdout is not None
         reason = "the worker process ended"
         try:
             while (frame := _read_frame(self.process.stdout)) is not None:
-                number, body, _ = frame
-                answer = pickle.loads(body)  # before the page leaves `_pending`: a failure here fails it too
-                with self._pending_lock:
-                    future = self._pending.pop(number, None)
-                if future is None:
-                    continue
-                if answer[0] == "page":
-                    future.set_result((answer[1], answer[2]))
-                elif answer[0] == "refused":
-                    future.set_result(None)
-                else:
-                    future.set_exception(WorkerLost(answer[1]))
+                self._deliver(frame)
+                del frame  # nothing of a page is held while the next answer is awaited
         except Exception as exc:  # ends the reader; every waiting page is read in its own thread instead
             reason = f"reading the worker's answers failed: {type(exc).__name__}: {exc}"
         finally:
-            self._fail(f"{reason} (exit status {self.process.poll()})")
+            if self.process.poll() is None:
+                self.process.kill()
+            self._fail(f"{reason} (exit status {self.process.wait()})")
+
+    def _deliver(self, frame: tuple[int, bytes, bytes]) -> None:
+        number, body, _ = frame
+        answer = pickle.loads(body)  # before the page leaves `_pending`: a failure here fails it too
+        with self._pending_lock:
+            future = self._pending.pop(number, None)
+        if future is None:
+            return
+        if answer[0] == "page":
+            future.set_result((answer[1], answer[2]))
+        elif answer[0] == "refused":
+            future.set_result(None)
+        else:
+            future.set_exception(WorkerLost(answer[1]))
 
     def _fail(self, reason: str) -> None:
         with self._pending_lock:
@@ -243,7 +259,11 @@ class Preparer:
             with self._lock:
                 first, self.processes = self.processes > 0 and not self._closed, 0
             if first:
-                log.warning("worker.lost", error=str(exc), hint="reading pages in this process from now on")
+                import structlog  # here, not at the top: the worker process itself never logs (8 MiB less)
+
+                structlog.get_logger(__name__).warning(
+                    "worker.lost", error=str(exc), hint="reading pages in this process from now on"
+                )
             return read_page(status, headers, body, to)
         if packed is None:  # not a page: judged here, with its headers, for the failure it raises
             return read_page(status, headers, body, to)

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sync import paging
-from sync.client import Page
 from sync.errors import PagingError
+from sync.judge import Page
 from sync.paging import (
     FALLBACK_PAGE_SIZE,
     PageFetched,

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sync.client import judge
+from sync.judge import judge
 from sync.prepare import prepare
 from sync.read import Destination, pack, read_page, unpack
 from sync.transform import Rejection, fingerprint
