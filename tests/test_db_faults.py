@@ -232,7 +232,9 @@ def test_sqlite_disk_full_stops_with_one_line_and_the_next_run_converges(slow_em
     _, serving = slow_emulator
     url = f"sqlite:///{tmp_path / 'k.db'}"
     env = account_env(serving.url, url, **SLOW)
-    code, _, err = finish(cli("backfill", "--from", FIRST, env=env, cwd=tmp_path, fsize=600_000))
+    # The schema alone is ~0.5 MB in 16 KiB pages (sync.db.SQLITE_PAGE_SIZE); 2.4 MB ends the run
+    # after about 6 of its 20 pages.
+    code, _, err = finish(cli("backfill", "--from", FIRST, env=env, cwd=tmp_path, fsize=2_400_000))
     assert code == 6, err
     # RLIMIT_FSIZE reaches SQLite as EFBIG: "disk I/O error" or, on the main file, "database or disk is full".
     line = one_line(err)
