@@ -8,15 +8,17 @@ batches (`batches`): whatever has arrived, up to a number of rows and a time sin
 first page, so that one transaction commits several pages when the database is the slower side,
 and a page commits as soon as it arrives when the network is.
 
-The bound (two pages waiting, besides the page each thread holds) keeps memory to about a page
+The bound (two pages waiting, besides the page each thread holds) keeps memory to a page or so
 per thread whatever a window's size. A deeper queue only held more pages while the writer was the
-slower side, and fed it larger batches that held more still; a shallower one stalls the threads
-while the database is busy. Measured with 6 threads: peak RSS of a 1,000,000-order SQLite
-backfill 142 / 135 / 127 MiB with a queue of 3 / 2 / 1 pages, the same speed; a 100,000-order
-PostgreSQL backfill with 100 ms per request 3.3 / 3.2 / 3.0 times a one-request-at-a-time reader. A `Stop` (the
-daemon's) raises `Stopped` while waiting for pages within a tenth of a second, without waiting for
-requests in flight; the threads stop at their next request. Worker threads run in a copy of the
-caller's context, so their log lines carry the account and run id.
+slower side, and fed it larger batches that held more still; a shallower one stalled the threads
+of a PostgreSQL run under latency while the server was busy. Measured with 6 threads: peak RSS of
+a 1,000,000-order SQLite backfill 142 / 135 / 127 MiB with a queue of 3 / 2 / 1 pages, the same
+speed; a 100,000-order PostgreSQL backfill with 100 ms per request 3.3 / 3.2 / 3.0 times a
+one-request-at-a-time reader.
+
+A `Stop` (the daemon's) raises `Stopped` while waiting for pages within a tenth of a second,
+without waiting for requests in flight; the threads stop at their next request. Worker threads run
+in a copy of the caller's context, so their log lines carry the account and run id.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ class Settings(DatabaseSettings):
         0.1, gt=0, le=1, validation_alias=_env("KAPTURE_SYNC_DELETION_MAX_SHARE", "deletion_max_share")
     )
     # Windows fetched at once. 6: with 100 ms per request, 4 reached only 2.7-2.9 times a
-    # one-request-at-a-time reader, 6 reached 3.2-3.7 (docs/performance.md); every request still
+    # one-request-at-a-time reader, 6 reach 3.0-3.7 (docs/performance.md); every request still
     # goes through the one request-rate budget, so a vendor sees no more than it allows.
     concurrency: int = Field(6, ge=1, le=64, validation_alias=_env("KAPTURE_SYNC_CONCURRENCY", "concurrency"))
     commit_rows: int = Field(5000, ge=1, validation_alias=_env("KAPTURE_SYNC_COMMIT_ROWS", "commit_rows"))
