@@ -8,7 +8,9 @@ requests begin in any second, whatever the concurrency.
 A 429 slows everyone down: the rate is halved (down to a floor of one request every 10 s) and no
 request of any thread starts before the `Retry-After` the server sent; each answered request then
 wins back a twentieth of the configured rate, so the budget returns to it after a run of
-successes.
+successes. The rate is halved once for the requests that were already in flight together: when
+the server throttles, every thread's request in flight may come back 429, and six halvings for
+one episode would leave 1/64 of the rate where 1/2 answers it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class RequestBudget:
         self._clock = clock
         self._lock = threading.Lock()
         self._next = 0.0  # the earliest instant the next request may start
+        self._halved_at = float("-inf")  # when the rate was last halved
 
     def reserve(self) -> float:
         """Claim the next start slot; return how many seconds to wait for it (0 when it is now)."""
@@ -44,17 +47,26 @@ class RequestBudget:
             self._next = slot + (1.0 / self.rate if self.rate > 0 else 0.0)
             return slot - now
 
-    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Wait for this request's slot (`sleep` may be a `Stop.sleep`, which ends the wait early)."""
+    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
+        """Wait for this request's slot (`sleep` may be a `Stop.sleep`, which ends the wait early);
+        return the instant it was claimed, which `throttled` takes if the request comes back 429."""
         wait = self.reserve()
+        started = self._clock()
         if wait > 0:
             sleep(wait)
+        return started + wait
 
-    def throttled(self, retry_after: float | None) -> None:
-        """A 429: halve the rate and hold every request back until `Retry-After` has passed."""
+    def throttled(self, retry_after: float | None, started: float | None = None) -> None:
+        """A 429: halve the rate and hold every request back until `Retry-After` has passed.
+
+        A request `started` before the last halving was in flight with the one that caused it: it
+        holds requests back too, but does not halve the rate again.
+        """
         with self._lock:
-            base = self.rate if self.rate > 0 else 10.0
-            self.rate = max(MIN_RATE, base / 2)
+            if started is None or started >= self._halved_at:
+                base = self.rate if self.rate > 0 else 10.0
+                self.rate = max(MIN_RATE, base / 2)
+                self._halved_at = self._clock()
             if retry_after:
                 self._next = max(self._next, self._clock() + retry_after)
             rate = self.rate

@@ -89,8 +89,7 @@ class KaptureClient:
             raise exc.final(f"Kapture refused the request after {attempts} attempts: {exc}") from None
 
     def _send_once(self, content: bytes, read: Callable[[int, Mapping[str, str], bytes], T]) -> T:
-        if self.budget is not None:
-            self.budget.acquire(self.sleep)
+        started = self.budget.acquire(self.sleep) if self.budget is not None else None
         with _STATS_LOCK:
             self.stats.requests += 1
         try:
@@ -112,7 +111,7 @@ class KaptureClient:
             page = read(status, headers, body)
         except TransientError as exc:
             if self.budget is not None and status == 429:  # slow every thread down, not just this one
-                self.budget.throttled(exc.retry_after)
+                self.budget.throttled(exc.retry_after, started)
             raise
         if self.budget is not None:
             self.budget.answered()

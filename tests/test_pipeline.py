@@ -68,6 +68,22 @@ def test_a_429_holds_back_every_thread_and_halves_the_rate():
     assert budget.rate == 8.0
 
 
+def test_the_429s_of_requests_in_flight_together_halve_the_rate_once():
+    """Six threads' requests throttled at once are one signal, not six: 8/s becomes 4, not 0.125."""
+    now = [100.0]
+    budget = RequestBudget(8.0, clock=lambda: now[0])
+    in_flight = [budget.acquire(sleep=lambda s: None) for _ in range(6)]
+    now[0] += 1.0  # all six come back 429
+    for started in in_flight:
+        budget.throttled(1.0, started)
+    assert budget.rate == 4.0
+    now[0] += 2.0
+    later = budget.acquire(sleep=lambda s: None)  # sent after the slow-down, and throttled again
+    now[0] += 0.5
+    budget.throttled(1.0, later)
+    assert budget.rate == 2.0
+
+
 def test_a_429_from_the_server_pauses_the_other_windows_too(start_emulator, engine, database_url, connect):
     emu, serving = start_emulator(orders=600, days=10, seed=9)
     emu.faults.latency_ms = 40  # without the pause, the other threads' ~80 requests would fill the next second
