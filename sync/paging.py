@@ -112,7 +112,7 @@ def pull_page_with_limit(
     page_size: int,
     read: Callable[[int, Mapping[str, str], bytes], P],
 ) -> tuple[P, int]:
-    """One page at `page_size`, read by `read` (`client.judge`, `read.read_page`), and the `limit` really
+    """One page at `page_size`, read by `read` (`judge.judge`, `read.read_page`), and the `limit` really
     sent for it (`page_size`, or `FALLBACK_PAGE_SIZE`).
 
     A server that refuses that `limit` is asked again with 100, and that is remembered.

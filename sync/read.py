@@ -6,7 +6,7 @@ HTTP, and the writer, which shares that lock, writes instead of waiting. Parsing
 reading its keys and mapping its records were measured at about 6 ms of the lock a page when done
 in the fetching threads. `read_page` gives the same answer wherever it runs; a body that is not a
 page (a failure, a truncated answer) is judged where it was received, so the client's retries and
-messages are exactly those of `client.judge`.
+messages are exactly those of `judge.judge`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from sync.fields import undocumented
 from sync.judge import judge
 from sync.prepare import Dialect, Prepared, prepare
-from sync.transform import Rejection, record_key, served_version, stamp
+from sync.transform import Rejection, record_key, stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class Destination:
 class ReadPage:
     """A page of the API as paging and the writer read it, in the order served.
 
-    `keys` and `versions` (`transform.record_key`, `transform.served_version`) are read off every
+    `keys` and `versions` (`transform.record_key`, the stamp of `transform.stamp`) are read off every
     record before any is let go; a record mapped for the writer (`prepared`) is let go, its place
     in `records` holding None, since the prepared form is all the writer needs and a parsed record
     is several times its size.
@@ -58,21 +58,20 @@ PageReader = Callable[[int, Mapping[str, str], bytes], ReadPage]
 
 
 def read_page(status: int, headers: Mapping[str, str], body: bytes, to: Destination | None = None) -> ReadPage:
-    """The answer judged (`client.judge`: a failure raises), its records keyed, and mapped when `to` says for what."""
+    """The answer judged (`judge.judge`: a failure raises), its records keyed, and mapped when `to` says for what."""
     page = judge(status, headers, body)
     records = page.records
+    stamps = [stamp(record) for record in records]  # read once: for the floor and for `versions`
     prepared: list[Prepared | Rejection | None] = [None] * len(records)
     if to is not None:
         floor = to.floor_ms
-        chosen = [
-            i for i, record in enumerate(records) if floor is None or (key := stamp(record)) is None or key[1] > floor
-        ]
+        chosen = [i for i, key in enumerate(stamps) if floor is None or key is None or key[1] > floor]
         for i, ready in zip(chosen, prepare([records[i] for i in chosen], to.cm_id, to.dialect), strict=True):
             prepared[i] = ready
     return ReadPage(
         records=[None if type(ready) is tuple else record for record, ready in zip(records, prepared, strict=True)],
         keys=[record_key(record) for record in records],
-        versions=[served_version(record) for record in records],
+        versions=[-1 if key is None else key[1] for key in stamps],  # -1: not a plain number
         prepared=prepared,
         undocumented={i: found for i, record in enumerate(records) if (found := undocumented((record,)))},
         note=page.note,

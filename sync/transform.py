@@ -326,12 +326,6 @@ def stamp(record: Any) -> tuple[int, int] | None:
     return None
 
 
-def served_version(record: Any) -> int:
-    """The served stamp that keeps the newest of a record's repeats in one read; -1 when it is not a plain number."""
-    key = stamp(record)
-    return -1 if key is None else key[1]
-
-
 def record_key(record: Any) -> int | str:
     """The de-duplication key of a served record: its id, or its fingerprint when it has none."""
     if isinstance(record, dict):

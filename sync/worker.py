@@ -54,7 +54,7 @@ def _write_frame(stream: IO[bytes], number: int, first: bytes, second: bytes = b
 
 def _answer(status: int, to: Destination, body: bytes) -> tuple[Any, ...]:
     """("page", *packed), or ("refused",) for a body that is not a page: its caller judges that one
-    itself, with the headers it kept, and so raises exactly what `client.judge` raises."""
+    itself, with the headers it kept, and so raises exactly what `judge.judge` raises."""
     try:
         return ("page", *pack(read_page(status, {}, body, to)))
     except (TransientError, SyncError):
@@ -241,17 +241,20 @@ class Preparer:
         A worker that cannot start or dies (a pids limit, the OOM killer) costs speed, not the run:
         the page and every later one are read in the calling thread, and the log says so once.
         """
-        if not 200 <= status < 300 or len(body) < MIN_BYTES:
-            return read_page(status, headers, body, to)
+        packed = self._shipped(status, body, to, wait) if 200 <= status < 300 and len(body) >= MIN_BYTES else None
+        return read_page(status, headers, body, to) if packed is None else unpack(*packed)
+
+    def _shipped(self, status: int, body: bytes, to: Destination, wait: Callable[[], None] | None) -> Packed | None:
+        """The page as the worker packed it; None when it is read here instead: no worker, a lost
+        one, or a body that is not a page (judged here, with its headers, for the failure it raises)."""
         try:
             worker = self._worker()  # started here the first time: it may fail (a pids limit, no memory)
             if worker is None:
-                return read_page(status, headers, body, to)
+                return None
             future = worker.submit(status, body, to)
             while True:
                 try:
-                    packed = future.result(timeout=0.1)
-                    break
+                    return future.result(timeout=0.1)
                 except TimeoutError:
                     if wait is not None:
                         wait()
@@ -264,10 +267,7 @@ class Preparer:
                 structlog.get_logger(__name__).warning(
                     "worker.lost", error=str(exc), hint="reading pages in this process from now on"
                 )
-            return read_page(status, headers, body, to)
-        if packed is None:  # not a page: judged here, with its headers, for the failure it raises
-            return read_page(status, headers, body, to)
-        return unpack(*packed)
+            return None
 
     def close(self) -> None:
         with self._lock:
