@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Literal
 
 from sync.fields import ORDER_COLUMNS, ORDER_FIELDS
-from sync.transform import RAW_JSON, Rejection, to_row
+from sync.transform import RAW_JSON, Rejection, canonical_json, compile_fast_path, digest, to_row
 from sync.windows import to_ms
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -41,6 +42,28 @@ def sqlite_time(moment: datetime) -> str:
 def postgresql_time(moment: datetime) -> str:
     """A timestamp as COPY's text form reads it, zone included."""
     return moment.astimezone(UTC).isoformat(" ", "microseconds")
+
+
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+@lru_cache(maxsize=1024)
+def _day_text(days: int) -> str:
+    return (_EPOCH_DAY + timedelta(days=days)).isoformat()
+
+
+def sqlite_ms(epoch_ms: int) -> str:
+    """`sqlite_time` of an epoch-ms time (>= 0) without making a datetime: half the cost, twice an order."""
+    days, rest = divmod(epoch_ms, 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{_day_text(days)} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}000"
+
+
+def postgresql_ms(epoch_ms: int) -> str:
+    """`postgresql_time` of an epoch-ms time (>= 0), without making a datetime."""
+    return sqlite_ms(epoch_ms) + "+00:00"
 
 
 def values_of(row: dict[str, Any], dialect: Dialect) -> list[Any]:
@@ -109,6 +132,53 @@ The writer ends every line with the same `<synced_at>\\n`, so a page's lines are
 """
 
 
+# The common case (every value already of its column's type) goes from the served record straight to
+# the driver's form with `to_row`'s own checks (`transform.fast_path_source`): no row dict, no datetime,
+# the raw JSON kept as bytes. It must give exactly what `values_of` and `copy_line` give for the mapped
+# row (tests/test_prepare.py holds it to that); everything else takes that general path.
+_NULL = repr("\\N")
+_sqlite_values = compile_fast_path(
+    "_sqlite_values",
+    {"id": "v", "int": "v", "amount": "v", "text": "v", "flag": "v"}
+    | {"timestamp": "None if v is None else sqlite_ms(v)"},
+    {"sqlite_ms": sqlite_ms},
+)
+_copy_values = compile_fast_path(
+    "_copy_values",
+    {
+        "id": f"{_NULL} if v is None else str(v)",
+        "int": f"{_NULL} if v is None else str(v)",
+        "amount": f"{_NULL} if v is None else str(v)",
+        "timestamp": f"{_NULL} if v is None else postgresql_ms(v)",
+        "text": f"{_NULL} if v is None else copy_text(v)",
+        "flag": f"{_NULL} if v is None else ('t' if v else 'f')",
+    },
+    {"postgresql_ms": postgresql_ms, "copy_text": copy_text},
+)
+
+
+def _fast(record: Any, cm_id: int, copy: bool) -> Prepared | None:
+    """`record` prepared on the common path, or None when it needs the general one (`to_row`)."""
+    if type(record) is not dict:
+        return None
+    values = _copy_values(record, cm_id) if copy else _sqlite_values(record, cm_id)
+    if values is None:
+        return None
+    raw_json = canonical_json(record)
+    if b"\\u0000" in raw_json:
+        return None
+    fingerprint = digest(raw_json)
+    if copy:
+        # JSON text holds no raw control character, so of COPY's special characters only `\` can occur.
+        row: list[Any] | bytes = b"\t".join(
+            ("\t".join(values).encode(), raw_json.replace(b"\\", b"\\\\"), fingerprint.encode(), b"")
+        )
+    else:
+        values += (raw_json.decode(), fingerprint, None)
+        row = values
+    return record["id"], record["lastModificationTime"], fingerprint, record["createDate"], row
+
+
 def prepare(records: list[Any], cm_id: int, dialect: Dialect) -> list[Prepared | Rejection]:
     """Map each record, in order: its `Prepared` tuple, or the `Rejection` saying why it cannot be stored.
 
@@ -117,6 +187,10 @@ def prepare(records: list[Any], cm_id: int, dialect: Dialect) -> list[Prepared |
     out: list[Prepared | Rejection] = []
     copy = dialect == "postgresql"
     for record in records:
+        ready = _fast(record, cm_id, copy)
+        if ready is not None:
+            out.append(ready)
+            continue
         row = to_row(record, cm_id, _PLACEHOLDER)
         if isinstance(row, Rejection):
             out.append(row)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sync.fields import ORDER_FIELDS
 from sync.transform import RAW_JSON, Rejection, record_key, to_row
@@ -148,6 +151,10 @@ def _edge_cases() -> list[Any]:
         {"productValue": 10**15},
         {"productValue": 10**15 - 1},
         {"productValue": -0.0},
+        {"productValue": 9999999999999.99},
+        {"productValue": 1e13},
+        {"productValue": math.nextafter(0.01, 1)},
+        {"productValue": 0.005},
         {"productValue": "12.50"},
         {"productValue": True},
         {"discount": float(10**15)},
@@ -171,3 +178,28 @@ def test_the_fast_path_maps_every_record_exactly_as_the_full_one(start_emulator)
         assert to_row(record, 1000298, NOW) == _to_row_in_full(record, 1000298, NOW), record
     fast = sum(type(r) is dict and _typed_columns(r, 1000298) is not None for r in records)
     assert fast > 1500, "well-typed records take the fast path"
+
+
+def _doubles_away(amount: float, steps: int, towards: float) -> float:
+    for _ in range(steps):
+        amount = math.nextafter(amount, towards)
+    return amount
+
+
+_CENTS = st.integers(-(10**15), 10**15).map(lambda cents: cents / 100)
+_FLOAT_AMOUNTS = st.one_of(
+    _CENTS,
+    st.builds(_doubles_away, _CENTS, st.integers(1, 3), st.sampled_from([-math.inf, math.inf])),  # just off a cent
+    st.integers(-(10**12), 10**12).map(lambda mills: mills / 1000),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e16, max_value=1e16),
+)
+
+
+@given(amount=_FLOAT_AMOUNTS)
+def test_the_fast_path_keeps_or_refuses_every_float_amount_as_the_full_one_does(amount):
+    """The fast path proves a float is whole cents with a multiplication and a division instead of
+    `_amount`'s formatting; it must never keep a float the full check refuses, nor the reverse."""
+    from sync.transform import _to_row_in_full
+
+    record = {**GOOD, "productValue": amount}
+    assert to_row(record, 1000298, NOW) == _to_row_in_full(record, 1000298, NOW)
