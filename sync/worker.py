@@ -32,6 +32,10 @@ from sync.read import Destination, Packed, PageReader, ReadPage, pack, read_page
 # 150 records of Kapture's size).
 MIN_BYTES = 150_000
 
+# A worker that has not answered a page in this long is hung (stopped, swapping, a bug), not busy:
+# a page of 1,000 orders takes it ~25 ms. It is killed and pages are read here from then on.
+ANSWER_TIMEOUT = 30.0
+
 _HEADER = struct.Struct("<III")  # request number, length of the first part, length of the second
 
 
@@ -176,6 +180,12 @@ class _Worker:
             if not future.done():
                 future.set_exception(WorkerLost(reason))
 
+    def abandon(self, waited: float) -> None:
+        """Give up on a worker that has not answered in `waited` seconds: every page waiting on it
+        fails, and it is killed, which also ends a write blocked on its full stdin."""
+        self._fail(f"the worker gave no answer in {waited:g} s")
+        self.process.kill()
+
     def close(self) -> None:
         """Close its stdin so it ends after the page in hand; kill it if it has not within a second."""
         with self._send_lock, suppress(OSError):
@@ -199,10 +209,11 @@ class Preparer:
     workers in turn). The workers start with the first page worth shipping; `close` ends them.
     """
 
-    def __init__(self, cm_id: int, dialect: Dialect, processes: int) -> None:
+    def __init__(self, cm_id: int, dialect: Dialect, processes: int, answer_timeout: float = ANSWER_TIMEOUT) -> None:
         self.cm_id = cm_id
         self.dialect = dialect
         self.processes = processes
+        self.answer_timeout = answer_timeout
         self._workers: list[_Worker] = []
         self._turn = itertools.count()
         self._lock = threading.Lock()
@@ -238,8 +249,9 @@ class Preparer:
     ) -> ReadPage:
         """`read.read_page` of one answer, in a worker when the body is a large success.
 
-        A worker that cannot start or dies (a pids limit, the OOM killer) costs speed, not the run:
-        the page and every later one are read in the calling thread, and the log says so once.
+        A worker that cannot start, dies or hangs (a pids limit, the OOM killer, a stopped process)
+        costs speed, not the run: the page and every later one are read in the calling thread, and
+        the log says so once.
         """
         packed = self._shipped(status, body, to, wait) if 200 <= status < 300 and len(body) >= MIN_BYTES else None
         return read_page(status, headers, body, to) if packed is None else unpack(*packed)
@@ -251,13 +263,21 @@ class Preparer:
             worker = self._worker()  # started here the first time: it may fail (a pids limit, no memory)
             if worker is None:
                 return None
-            future = worker.submit(status, body, to)
-            while True:
-                try:
-                    return future.result(timeout=0.1)
-                except TimeoutError:
-                    if wait is not None:
-                        wait()
+            # The watch covers handing the body over too: a stopped worker's full pipe blocks the write.
+            # A megabyte a second on top: a page far larger than Kapture's is slow to read, not hung.
+            watch = threading.Timer(self.answer_timeout + len(body) / 1_000_000, worker.abandon, (self.answer_timeout,))
+            watch.daemon = True
+            watch.start()
+            try:
+                future = worker.submit(status, body, to)
+                while True:
+                    try:
+                        return future.result(timeout=0.1)
+                    except TimeoutError:
+                        if wait is not None:
+                            wait()
+            finally:
+                watch.cancel()
         except (WorkerLost, OSError) as exc:
             with self._lock:
                 first, self.processes = self.processes > 0 and not self._closed, 0

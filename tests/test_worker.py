@@ -272,3 +272,19 @@ def test_the_worker_process_loads_neither_the_http_client_nor_the_settings():
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines()}
     assert {"sync.read", "sync.judge", "sync.prepare"} <= imported
     assert not imported & {"httpx", "tenacity", "sync.settings", "pydantic", "structlog", "sqlalchemy"}
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_that_hangs_is_killed_and_its_page_read_here(start_emulator):
+    """A stopped worker (SIGSTOP, a frozen cgroup) never answers and never dies: its page would wait for good."""
+    emulator, _ = start_emulator(orders=300, days=3)
+    body = _body(_records(emulator))
+    with Preparer(1000298, "sqlite", processes=1, answer_timeout=1.0) as preparer:
+        assert preparer.read(200, {}, body, SQLITE) == read_page(200, {}, body, SQLITE)
+        worker = preparer._workers[0].process
+        os.kill(worker.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        assert preparer.read(200, {}, body, SQLITE) == read_page(200, {}, body, SQLITE)
+        assert time.monotonic() - started < 10
+        assert preparer.processes == 0, "later pages are read here"
+        assert worker.wait(timeout=5) == -signal.SIGKILL, "the hung worker is killed, not left stopped"
