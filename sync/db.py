@@ -6,6 +6,7 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import orjson
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -54,12 +55,27 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory database.
+
+    With `uri=true` the database is an SQLite URI (`sqlite:///file:data/k.db?mode=ro&uri=true`):
+    its path is what follows `file:`, not a folder named `file:`.
+    """
+    database = url.database or ""
+    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+        return None
+    if str(url.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
+        path = unquote(urlsplit(database).path)
+        return Path(path).expanduser() if path not in ("", ":memory:") else None
+    return Path(database).expanduser()
+
+
 def make_engine(raw_url: str) -> Engine:
     """One engine per target; SQLite gets WAL and explicit transactions so a page commits atomically."""
     url = normalize_url(raw_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            folder = Path(url.database).expanduser().parent
+        if (database := sqlite_file(url)) is not None:
+            folder = database.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -29,6 +29,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from sync.db import sqlite_file
 from sync.errors import DatabaseUnavailable, LeaseHeld
 from sync.models import SyncState
 
@@ -68,10 +69,10 @@ def lock_file(engine: Engine, account: Account) -> Path | None:
     url = engine.url
     if url.get_backend_name() != "sqlite":
         return None
-    database = url.database or ""
-    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+    database = sqlite_file(url)
+    if database is None:
         return None
-    return Path(database).expanduser().with_name(f"{Path(database).name}.{account.cm_id}.{account.stream}.lock")
+    return database.with_name(f"{database.name}.{account.cm_id}.{account.stream}.lock")
 
 
 def claim_is_held(conn: Connection, account: Account) -> bool:

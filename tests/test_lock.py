@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, select, text, update
 
-from sync.db import make_engine, writer
+from sync.db import ensure_schema, make_engine, writer
 from sync.errors import LeaseHeld
 from sync.lock import AccountLock, advisory_key, lock_file
 from sync.models import SyncRun, SyncState
@@ -276,3 +276,18 @@ def test_renewal_checks_the_lock_inside_the_page_transaction(engine: Engine):
     if engine.dialect.name == "postgresql":  # the record is still ours, but no one holds the lock
         with pytest.raises(LeaseHeld, match="lost its claim"), writer(engine).begin() as conn:
             renew_lease(conn, ACCOUNT, "me:1:aa", now + timedelta(minutes=10))
+
+
+def test_a_sqlite_uri_url_makes_no_file_colon_folder_and_locks_beside_its_file(tmp_path: Path, monkeypatch):
+    """`sqlite:///file:<path>?uri=true` names <path>: runs started from different folders must take
+    the same claim, and nothing named `file:` may appear in the folder a run was started from."""
+    started_in = tmp_path / "cwd"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    engine = make_engine(f"sqlite:///file:{tmp_path / 'data' / 'k.db'}?uri=true")
+    ensure_schema(engine)
+    engine.dispose()
+    assert (tmp_path / "data" / "k.db").is_file()
+    assert list(started_in.iterdir()) == []
+    assert lock_file(engine, ACCOUNT) == tmp_path / "data" / "k.db.1000298.orders.lock"
+    assert lock_file(make_engine("sqlite:///file:memdb?mode=memory&uri=true"), ACCOUNT) is None
