@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from sync.fields import ORDER_COLUMNS, ORDER_FIELDS
-from sync.transform import RAW_JSON, Rejection, canonical_json, compile_fast_path, digest, to_row
+from sync.transform import RAW_JSON, BadValue, Rejection, canonical_json, compile_fast_path, digest, to_row
 from sync.windows import to_ms
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -164,7 +164,10 @@ def _fast(record: Any, cm_id: int, copy: bool) -> Prepared | None:
     values = _copy_values(record, cm_id) if copy else _sqlite_values(record, cm_id)
     if values is None:
         return None
-    raw_json = canonical_json(record)
+    try:
+        raw_json = canonical_json(record)
+    except BadValue:  # nested too deeply: the general path words the rejection
+        return None
     if b"\\u0000" in raw_json:
         return None
     fingerprint = digest(raw_json)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -44,9 +45,42 @@ class Rejection:
     fingerprint: str
 
 
+# A page is parsed with up to 1,024 levels of nesting, but written back as JSON with at most 254
+# (orjson's limits). Kapture's orders are flat: a record nested deeper cannot be kept exactly, so it is
+# rejected, and kept in `rejected_records` cut at CUT_DEPTH levels, each deeper part replaced by
+# TOO_DEEP, so that every tool reading it back can (SQLite's JSON functions stop at 1,000 levels,
+# Python's json at about as many).
+CUT_DEPTH = 200
+TOO_DEEP = "[kapture-sync: nested too deeply, cut here]"
+
+
 def canonical_json(raw: Any) -> bytes:
-    """The payload as JSON with its keys sorted: equal content, equal bytes, whatever the key order served."""
-    return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    """The payload as JSON with its keys sorted: equal content, equal bytes, whatever the key order served.
+
+    Raises BadValue for a payload that cannot be written back (nested too deeply).
+    """
+    try:
+        return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise BadValue(f"nested too deeply to be written back as JSON ({exc})") from None
+
+
+def cut(raw: Any, depth: int = CUT_DEPTH) -> Any:
+    """The payload with every object or list `depth` levels down replaced by TOO_DEEP."""
+    if isinstance(raw, dict):
+        return TOO_DEEP if depth <= 0 else {key: cut(value, depth - 1) for key, value in raw.items()}
+    if isinstance(raw, list):
+        return TOO_DEEP if depth <= 0 else [cut(value, depth - 1) for value in raw]
+    return raw
+
+
+def _kept(raw: Any) -> tuple[Any, bytes, str | None]:
+    """What a record is kept as, its canonical JSON, and why it had to be cut (None: kept whole)."""
+    try:
+        return raw, canonical_json(raw), None
+    except BadValue as exc:
+        kept = cut(raw)
+        return kept, canonical_json(kept), f"record: {exc}"
 
 
 def digest(canonical: bytes) -> str:
@@ -56,7 +90,7 @@ def digest(canonical: bytes) -> str:
 def fingerprint(raw: Any) -> str:
     """Stable identity of a payload's content: one bad record is stored once, and a change saved
     under an unchanged `lastModificationTime` is still told apart from the stored version."""
-    return digest(canonical_json(raw))
+    return digest(_kept(raw)[1])
 
 
 def _integer(value: Any) -> int | None:
@@ -279,9 +313,10 @@ def _typed_columns(record: dict[str, Any], cm_id: int) -> dict[str, Any] | None:
 def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rejection:
     """Map one record; `raw` keeps it exactly as received so an undocumented field is never lost."""
     if type(record) is dict and (row := _typed_columns(record, cm_id)) is not None:
-        raw_json = canonical_json(record)
-        if b"\\u0000" not in raw_json:
-            return _completed(row, record, raw_json, cm_id, synced_at)
+        with suppress(BadValue):  # nested too deeply: the full path words the rejection
+            raw_json = canonical_json(record)
+            if b"\\u0000" not in raw_json:
+                return _completed(row, record, raw_json, cm_id, synced_at)
     return _to_row_in_full(record, cm_id, synced_at)
 
 
@@ -300,7 +335,8 @@ def _completed(
 def _to_row_in_full(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rejection:
     """`to_row` for any record: each field converted or its problem named (any problem makes a `Rejection`)."""
     if not isinstance(record, dict):
-        return Rejection(f"record is a {type(record).__name__}, not an object", record, None, fingerprint(record))
+        kept, raw_json, _ = _kept(record)
+        return Rejection(f"record is a {type(record).__name__}, not an object", kept, None, digest(raw_json))
     row: dict[str, Any] = {}
     problems: list[str] = []
     get = record.get
@@ -323,12 +359,14 @@ def _to_row_in_full(record: Any, cm_id: int, synced_at: datetime) -> dict[str, A
         value = row.get(column)
         if value is not None and not -bound <= value < bound:
             problems.append(f"{api}: {value} is out of range for its column")
-    raw_json = canonical_json(record)
-    nul = _nul_field(record) if b"\\u0000" in raw_json else None  # the byte search is the cheap filter
+    kept, raw_json, too_deep = _kept(record)
+    if too_deep is not None:
+        problems.append(too_deep)
+    nul = _nul_field(kept) if b"\\u0000" in raw_json else None  # the byte search is the cheap filter
     if nul is not None:
         problems.append(f"{nul}: contains a NUL character, which the database cannot store")
     if problems:
-        return Rejection("; ".join(problems), record, order_id, digest(raw_json))
+        return Rejection("; ".join(problems), kept, order_id, digest(raw_json))
     return _completed(row, record, raw_json, cm_id, synced_at)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import Engine, delete, update
 from sync.db import writer
 from sync.models import Order
 from sync.runs import backfill, reconcile, sync
+from sync.transform import TOO_DEEP
 from tests.conftest import settings_for
 from tests.helpers import assert_equals_truth, rejected, runs, storable, stored
 
@@ -172,3 +174,43 @@ def test_a_null_or_a_list_among_the_records_is_rejected_and_the_rest_stored(serv
     assert set(stored(engine)) == {o["id"] for o in orders}
     reasons = sorted(r.reason for r in rejected(engine))
     assert reasons == ["record is a NoneType, not an object", "record is a list, not an object"]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"in": value}
+    return value
+
+
+@pytest.mark.parametrize("good", [5, 300], ids=["mapped in the writer's thread", "mapped in the worker"])
+def test_a_record_nested_too_deeply_to_write_back_is_rejected_and_the_rest_stored(
+    serve, engine, database_url, connect, good, capfd
+):
+    """A page parses with up to 1,024 levels of nesting but JSON is written back with at most 254:
+    such a record raised out of the mapping and ended the run (and, in the worker, turned it off)."""
+    zone = ZoneInfo("Asia/Kolkata")
+    day = datetime.now(zone).date() - timedelta(days=2)
+    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    orders = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + i} for i in range(1, good + 1)]
+    deep = {"id": 9001, "createDate": noon, "lastModificationTime": noon, "note": _nested(300)}
+    served = [deep, *orders, _nested(600)]
+
+    def answer(body: dict) -> list:
+        offset = int(body["offset"])
+        return served[offset : offset + int(body["limit"])]
+
+    settings = settings_for(serve(answer), database_url)
+    result = backfill(engine, connect(settings), settings, day, day)
+
+    assert result.outcome == "success"
+    assert set(stored(engine)) == {o["id"] for o in orders}
+    found = {r.order_id: r for r in rejected(engine)}
+    assert set(found) == {9001, None}
+    assert found[9001].reason.startswith("record: nested too deeply to be written back as JSON")
+    assert "id: missing" in found[None].reason and "nested too deeply" in found[None].reason
+    kept = found[9001].raw["note"]
+    for _ in range(199):
+        kept = kept["in"]
+    assert kept == TOO_DEEP, "kept, cut where it was too deep to keep"
+    assert "worker.lost" not in capfd.readouterr().err
