@@ -117,7 +117,7 @@ def test_pages_come_to_the_writer_already_mapped(start_emulator, tmp_path):
         client = make_client(settings, http)
         pages = [
             e
-            for batch in batches(client, tasks, rules_of(settings), preparer=preparer)
+            for batch in batches(client, tasks, rules_of(settings), workers=settings.concurrency, preparer=preparer)
             for e in batch
             if isinstance(e, PageFetched)
         ]
