@@ -84,15 +84,19 @@ CASES = [
          says="KAPTURE_SYNC_DATABASE_URL: cannot create folder /proc/kapture"),
     Case("bad cron expression", ("sync",), {"KAPTURE_SYNC_RECONCILE_CRON": "61 * * * *"},
          says="KAPTURE_SYNC_RECONCILE_CRON not a cron expression"),
-    Case("interval 0", ("sync",), {"KAPTURE_SYNC_INTERVAL": "0"}, says="KAPTURE_SYNC_INTERVAL must be at least 1 second"),
+    Case("interval 0", ("sync",), {"KAPTURE_SYNC_INTERVAL": "0"},
+         says="KAPTURE_SYNC_INTERVAL must be at least 1 second"),
     Case("interval not a duration", ("sync",), {"KAPTURE_SYNC_INTERVAL": "often"},
          says="KAPTURE_SYNC_INTERVAL not a duration: 'often'"),
-    Case("page size 0", ("sync",), {"KAPTURE_PAGE_SIZE": "0"}, says="KAPTURE_PAGE_SIZE Input should be greater than or equal to 1"),
+    Case("page size 0", ("sync",), {"KAPTURE_PAGE_SIZE": "0"},
+         says="KAPTURE_PAGE_SIZE Input should be greater than or equal to 1"),
     Case("window of hours with date-only bounds", ("sync",), {"KAPTURE_SYNC_WINDOW": "6h"},
          says="KAPTURE_SYNC_WINDOW must be whole days when KAPTURE_DATE_FORMAT is 'date'"),
-    Case("unknown HTTP method", ("sync",), {"KAPTURE_HTTP_METHOD": "PUT"}, says="KAPTURE_HTTP_METHOD Input should be 'POST' or 'GET'"),
+    Case("unknown HTTP method", ("sync",), {"KAPTURE_HTTP_METHOD": "PUT"},
+         says="KAPTURE_HTTP_METHOD Input should be 'POST' or 'GET'"),
     Case("config file that is not TOML", ("sync",), config="page_size: 100\n", says="k.toml is not valid TOML"),
-    Case("config file that does not exist", ("sync", "--config", "DIR/none.toml"), says="config file DIR/none.toml does not exist"),
+    Case("config file that does not exist", ("sync", "--config", "DIR/none.toml"),
+         says="config file DIR/none.toml does not exist"),
     Case("unknown key in the config file", ("sync",), config="page_sise = 50\n", says="page_sise is not a setting"),
     Case("unknown key in --set", ("sync", "--set", "page_sise=50"), says="page_sise is not a setting"),
     Case("two accounts with one cm_id", ("daemon",), {"KAPTURE_BASE_URL": None, "KAPTURE_USERNAME": None,
@@ -142,7 +146,9 @@ def table() -> str:
     for case in CASES:
         given = [f"`{k}={v}`" if v is not None else f"no `{k}`" for k, v in case.env.items()]
         if case.config is not None:
-            given.append("config file: `" + " ".join(case.config.split())[:60] + ("...`" if len(case.config) > 60 else "`"))
+            given.append(
+                "config file: `" + " ".join(case.config.split())[:60] + ("...`" if len(case.config) > 60 else "`")
+            )
         command = "`kapture-sync " + " ".join(case.args).replace("DIR/", "") + "`"
         shown = case.says.replace("DIR/", "").replace("|", "\\|")
         rows.append(f"| {case.what}{': ' + ', '.join(given) if given else ''} | {command} | {case.exit} | `{shown}` |")
@@ -156,7 +162,9 @@ def _section(text: str) -> str:
 def test_the_table_in_reliability_md_is_current():
     text = DOC.read_text()
     assert BEGIN in text and END in text, "docs/reliability.md lost its bad-input table markers"
-    assert _section(text) == table(), "docs/reliability.md's bad-input table is stale: run python -m tests.test_bad_input"
+    assert _section(text) == table(), (
+        "docs/reliability.md's bad-input table is stale: run python -m tests.test_bad_input"
+    )
 
 
 @pytest.mark.parametrize("case", CASES[:1], ids=lambda c: c.what)

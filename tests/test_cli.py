@@ -112,9 +112,8 @@ def test_a_failed_body_with_http_200_exits_non_zero_naming_the_cause(emulator, t
     env = account_env(serving.url, database_url, KAPTURE_MAX_ATTEMPTS="3", KAPTURE_SYNC_CONCURRENCY="1")
     done = run_cli("backfill", "--from", FIRST, env=env, cwd=tmp_path)
     assert done.returncode == 4
-    assert (
-        "Kapture refused the request after 3 attempts: Something went wrong. Please try again later."
-        in one_line(done.stderr)
+    assert "Kapture refused the request after 3 attempts: Something went wrong. Please try again later." in one_line(
+        done.stderr
     )
     engine = make_engine(database_url)
     assert stored(engine) == {}

@@ -152,7 +152,7 @@ def test_new_transient_kinds_are_retried_over_http(emulator, connect, kind):
     ("kind", "error", "shown"),
     [
         ("html", KaptureUnavailable, "starting '<!DOCTYPE html><html><head><title>Maintenance"),
-        ("list_body", KaptureRejected, "JSON list instead of an object, starting '[{\"message\""),
+        ("list_body", KaptureRejected, 'JSON list instead of an object, starting \'[{"message"'),
         ("failed_body", KaptureRejected, "after 3 attempts: Something went wrong. Please try again later."),
     ],
 )

@@ -77,7 +77,9 @@ def test_secrets_are_never_written_and_a_broken_file_is_left_alone(tmp_path):
 
 def test_a_file_listing_accounts_is_refused_and_left_alone(tmp_path):
     path = tmp_path / "k.toml"
-    original = '[[accounts]]\nname = "acme"\ncm_id = 1\n\n[[accounts]]\nname = "beta"\ncm_id = 2\nend_inclusive = true\n'
+    original = (
+        '[[accounts]]\nname = "acme"\ncm_id = 1\n\n[[accounts]]\nname = "beta"\ncm_id = 2\nend_inclusive = true\n'
+    )
     path.write_text(original)
     with pytest.raises(SettingsError, match=r"\[\[accounts\]\].*set end_inclusive = false in the checked account"):
         write_settings(path, {"end_inclusive": False})

@@ -107,7 +107,8 @@ def test_a_connection_killed_by_postgresql_mid_run_stops_with_one_line_and_the_n
     database = postgres_url.rsplit("/", 1)[1]
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         killed = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
             (database,),
         ).fetchone()[0]
     assert killed >= 1

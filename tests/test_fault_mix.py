@@ -113,6 +113,8 @@ def assert_ledger_vouches_only_for_what_it_read(engine, emu) -> None:
     for window in windows:
         if window.scanned_end < window.window_end:
             continue  # read while still open (today's): vouches only up to scanned_end
-        inside = {int(r["id"]) for r in truth if window.window_start <= from_ms(int(r["createDate"])) < window.window_end}
+        inside = {
+            int(r["id"]) for r in truth if window.window_start <= from_ms(int(r["createDate"])) < window.window_end
+        }
         missing = inside - set(stored)
         assert not missing, f"window {window.window_start} is marked read but lacks {sorted(missing)[:5]}"
