@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import orjson
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from sync import jsontext
 from sync.errors import DatabaseUnavailable, SettingsError
 
 if TYPE_CHECKING:
@@ -51,10 +51,6 @@ def redact(url: URL | str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 def sqlite_file(url: URL) -> Path | None:
     """The file a SQLite URL names; None for an in-memory database.
 
@@ -87,12 +83,14 @@ def make_engine(raw_url: str) -> Engine:
         except ValueError:
             message = "bad setting: KAPTURE_SYNC_DATABASE_URL: timeout= must be a number of seconds"
             raise SettingsError(message) from None
-        engine = create_engine(url, json_serializer=_json, connect_args={"timeout": busy})
+        engine = create_engine(url, json_serializer=jsontext.dumps, connect_args={"timeout": busy})
         _sqlite_transactions(engine)
     else:
         # UTF-8 whatever the server, database, role or PGCLIENTENCODING say: the worker's COPY lines
         # are UTF-8 bytes, sent as they are, and every character Kapture serves must be storable.
-        engine = create_engine(url, json_serializer=_json, pool_pre_ping=True, connect_args={"client_encoding": "utf8"})
+        engine = create_engine(
+            url, json_serializer=jsontext.dumps, pool_pre_ping=True, connect_args={"client_encoding": "utf8"}
+        )
     return engine
 
 

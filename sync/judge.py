@@ -9,7 +9,7 @@ neither httpx nor the settings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -91,8 +91,13 @@ def first_bytes(content: bytes, limit: int = 80) -> str:
     return repr(" ".join(shown.split()) + ("..." if len(content) > limit else ""))
 
 
-def judge(status: int, headers: Mapping[str, str], content: bytes) -> Page:
-    """Turn one HTTP answer into a page of records or the right kind of failure."""
+def judge(
+    status: int, headers: Mapping[str, str], content: bytes, loads: Callable[[bytes], Any] = orjson.loads
+) -> Page:
+    """Turn one HTTP answer into a page of records or the right kind of failure.
+
+    `loads` parses the body: `jsontext.loads_exact` reads a page again keeping big integers exact.
+    """
     if status == 429:
         raise TransientError("rate limited (HTTP 429)", retry_after=retry_after(headers))
     if status == 408:  # the server gave up waiting for the request: retried, but it is no rate limit
@@ -101,8 +106,8 @@ def judge(status: int, headers: Mapping[str, str], content: bytes) -> Page:
     if status >= 500:
         raise TransientError(f"HTTP {status}", retry_after=retry_after(headers))
     try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError:
+        body = loads(content)
+    except ValueError:  # orjson's JSONDecodeError, json's, and what `loads_exact` refuses
         if status in (401, 403):
             raise CredentialsRejected(f"credentials rejected by Kapture (HTTP {status})") from None
         if 200 <= status < 300:

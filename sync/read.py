@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import marshal
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+from sync import jsontext
+from sync.errors import SyncError, TransientError
 from sync.fields import undocumented
-from sync.judge import judge
+from sync.judge import Page, judge
 from sync.prepare import Dialect, Prepared, prepare
 from sync.transform import Rejection, record_key, stamp
 
@@ -58,8 +61,26 @@ PageReader = Callable[[int, Mapping[str, str], bytes], ReadPage]
 
 
 def read_page(status: int, headers: Mapping[str, str], body: bytes, to: Destination | None = None) -> ReadPage:
-    """The answer judged (`judge.judge`: a failure raises), its records keyed, and mapped when `to` says for what."""
+    """The answer judged (`judge.judge`: a failure raises), its records keyed, and mapped when `to` says for what.
+
+    A page where a number may have been read inexactly (`jsontext.inexact`) where it is kept as
+    read (a field the documentation does not list, a rejected record) is read again keeping every
+    integer exact, so that `raw` is what was served. In a documented field of a record that is
+    stored, such a number is out of its column's range: the record is rejected.
+    """
     page = judge(status, headers, body)
+    read = _read(page, to)
+    rejected = [i for i, ready in enumerate(read.prepared) if isinstance(ready, Rejection)]
+    if any(jsontext.inexact(page.records[i]) for i in rejected) or any(
+        jsontext.inexact(page.records[i][name]) for i, extra in read.undocumented.items() for name in extra
+    ):
+        # Deeper than Python's json reads (or any other failure): orjson's reading stands.
+        with suppress(ValueError, RecursionError, TransientError, SyncError):
+            read = _read(judge(status, headers, body, loads=jsontext.loads_exact), to)
+    return read
+
+
+def _read(page: Page, to: Destination | None) -> ReadPage:
     records = page.records
     stamps = [stamp(record) for record in records]  # read once: for the floor and for `versions`
     prepared: list[Prepared | Rejection | None] = [None] * len(records)

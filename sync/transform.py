@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from sync import jsontext
 from sync.fields import ORDER_FIELDS
 from sync.windows import from_ms
 
@@ -46,8 +47,8 @@ class Rejection:
 
 
 # A page is parsed with up to 1,024 levels of nesting, but written back as JSON with at most 254
-# (orjson's limits). Kapture's orders are flat: a record nested deeper cannot be kept exactly, so it is
-# rejected, and kept in `rejected_records` cut at CUT_DEPTH levels, each deeper part replaced by
+# (`jsontext.MAX_DEPTH`). Kapture's orders are flat: a record nested deeper cannot be kept exactly, so
+# it is rejected, and kept in `rejected_records` cut at CUT_DEPTH levels, each deeper part replaced by
 # TOO_DEEP, so that every tool reading it back can (SQLite's JSON functions stop at 1,000 levels,
 # Python's json at about as many).
 CUT_DEPTH = 200
@@ -61,8 +62,11 @@ def canonical_json(raw: Any) -> bytes:
     """
     try:
         return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError as exc:
-        raise BadValue(f"nested too deeply to be written back as JSON ({exc})") from None
+    except orjson.JSONEncodeError:
+        try:
+            return jsontext.dumps_sorted(raw)  # an integer beyond 64 bits, which orjson does not write
+        except jsontext.Unwritable as exc:
+            raise BadValue(f"nested too deeply to be written back as JSON ({exc})") from None
 
 
 def cut(raw: Any, depth: int = CUT_DEPTH) -> Any:

@@ -214,3 +214,35 @@ def test_a_record_nested_too_deeply_to_write_back_is_rejected_and_the_rest_store
         kept = kept["in"]
     assert kept == TOO_DEEP, "kept, cut where it was too deep to keep"
     assert "worker.lost" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["undocumented field", "rejected record"])
+@pytest.mark.parametrize("good", [5, 300], ids=["mapped in the writer's thread", "mapped in the worker"])
+def test_an_integer_beyond_64_bits_is_kept_exactly_in_raw(serve, engine, database_url, connect, good, where):
+    """orjson reads such a number as the nearest float: a field Kapture adds holding one would reach
+    `raw` changed (123456789012345678901234567890 as 1.2345678901234568e+29), with nothing to say so."""
+    zone = ZoneInfo("Asia/Kolkata")
+    day = datetime.now(zone).date() - timedelta(days=2)
+    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    big, negative = 123456789012345678901234567890, -(2**64) - 1
+    served = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + i} for i in range(1, good + 1)]
+    if where == "undocumented field":
+        served[0] = {**served[0], "ref": big, "refs": [{"n": negative}]}
+    else:
+        served.append({"id": 9002, "createDate": noon, "lastModificationTime": noon, "customerId": big})
+
+    def answer(body: dict) -> list:
+        offset = int(body["offset"])
+        return served[offset : offset + int(body["limit"])]
+
+    settings = settings_for(serve(answer), database_url)
+    result = backfill(engine, connect(settings), settings, day, day)
+
+    assert result.outcome == "success" and len(stored(engine)) == good
+    if where == "undocumented field":
+        raw = stored(engine)[1].raw
+        assert (raw["ref"], raw["refs"]) == (big, [{"n": negative}]) and type(raw["ref"]) is int
+    else:
+        [refused] = rejected(engine)
+        assert refused.order_id == 9002 and refused.reason.startswith("customerId: ")
+        assert refused.raw["customerId"] == big and type(refused.raw["customerId"]) is int
