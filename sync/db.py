@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
@@ -52,18 +53,24 @@ def redact(url: URL | str) -> str:
 
 
 def sqlite_file(url: URL) -> Path | None:
-    """The file a SQLite URL names; None for an in-memory database.
+    """The file a SQLite URL opens, read as SQLAlchemy's driver reads it; None for an in-memory database.
 
     With `uri=true` the database is an SQLite URI (`sqlite:///file:data/k.db?mode=ro&uri=true`):
-    its path is what follows `file:`, not a folder named `file:`.
+    its path is what follows `file:`, not a folder named `file:`. Without it, SQLite's URI options
+    such as `mode=memory` are ignored and the file is opened.
     """
-    database = url.database or ""
-    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+    with warnings.catch_warnings():  # an ignored `mode=`: the engine warns about it when it connects
+        warnings.simplefilter("ignore")
+        [filename], options = url.get_dialect()().create_connect_args(url)
+    if not options.get("uri"):
+        return None if filename == ":memory:" else Path(filename)
+    if not filename.startswith("file:"):  # a URI connection still opens a plain name as a file
+        return None if filename in ("", ":memory:") else Path(filename).absolute()
+    parts = urlsplit(filename)
+    path = unquote(parts.path)
+    if path in ("", ":memory:") or "memory" in parse_qs(parts.query).get("mode", []):
         return None
-    if str(url.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
-        path = unquote(urlsplit(database).path)
-        return Path(path).expanduser() if path not in ("", ":memory:") else None
-    return Path(database).expanduser()
+    return Path(path).absolute()
 
 
 def make_engine(raw_url: str) -> Engine:

@@ -278,16 +278,29 @@ def test_renewal_checks_the_lock_inside_the_page_transaction(engine: Engine):
             renew_lease(conn, ACCOUNT, "me:1:aa", now + timedelta(minutes=10))
 
 
-def test_a_sqlite_uri_url_makes_no_file_colon_folder_and_locks_beside_its_file(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///file:{data}/k.db?uri=true",
+        "sqlite:///file:{data}/k.db?mode=rwc&uri=yes",
+        "sqlite:///file://{data}/k.db?uri=1",
+        "sqlite:///{data}/k.db?mode=memory",  # without uri=true SQLite's options are ignored: a file
+    ],
+)
+def test_a_sqlite_uri_url_makes_no_file_colon_folder_and_locks_beside_its_file(url, tmp_path: Path, monkeypatch):
     """`sqlite:///file:<path>?uri=true` names <path>: runs started from different folders must take
     the same claim, and nothing named `file:` may appear in the folder a run was started from."""
     started_in = tmp_path / "cwd"
     started_in.mkdir()
     monkeypatch.chdir(started_in)
-    engine = make_engine(f"sqlite:///file:{tmp_path / 'data' / 'k.db'}?uri=true")
+    engine = make_engine(url.format(data=tmp_path / "data"))
     ensure_schema(engine)
     engine.dispose()
     assert (tmp_path / "data" / "k.db").is_file()
     assert list(started_in.iterdir()) == []
     assert lock_file(engine, ACCOUNT) == tmp_path / "data" / "k.db.1000298.orders.lock"
+
+
+def test_an_in_memory_sqlite_uri_has_no_lock_file():
     assert lock_file(make_engine("sqlite:///file:memdb?mode=memory&uri=true"), ACCOUNT) is None
+    assert lock_file(make_engine("sqlite:///file::memory:?cache=shared&uri=true"), ACCOUNT) is None
