@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
@@ -122,15 +122,26 @@ class _Worker:
         self._reader = threading.Thread(target=self._read, name="kapture-worker-reader", daemon=True)
         self._reader.start()
 
-    def submit(self, status: int, body: bytes, to: Destination) -> Future[Packed | None]:
-        """The page read in the worker: its packed form, or None when the body is not a page."""
+    def submit(
+        self, status: int, body: bytes, to: Destination, timeout: float = ANSWER_TIMEOUT
+    ) -> Future[Packed | None]:
+        """The page read in the worker: its packed form, or None when the body is not a page.
+
+        Unanswered after `timeout` seconds, the worker is given up (`_overdue`); the watch covers
+        handing the body over too, since a stopped worker's full pipe blocks the write. Raises
+        RuntimeError when no thread can be started for the watch (a threads limit).
+        """
         future: Future[Packed | None] = Future()
         number = next(self._numbers) & 0xFFFFFFFF
         meta = pickle.dumps((status, to), protocol=pickle.HIGHEST_PROTOCOL)
+        watch = threading.Timer(timeout, self._overdue, (future, timeout))
+        watch.daemon = True
         with self._pending_lock:
             if self._lost is not None:
                 raise WorkerLost(self._lost)
+            watch.start()
             self._pending[number] = future
+        future.add_done_callback(lambda _: watch.cancel())
         try:
             with self._send_lock:
                 assert self.process.stdin is not None
@@ -180,9 +191,18 @@ class _Worker:
             if not future.done():
                 future.set_exception(WorkerLost(reason))
 
-    def abandon(self, waited: float) -> None:
-        """Give up on a worker that has not answered in `waited` seconds: every page waiting on it
-        fails, and it is killed, which also ends a write blocked on its full stdin."""
+    def _overdue(self, future: Future[Packed | None], waited: float) -> None:
+        """Give up on a worker that has not answered a page in `waited` seconds: every page waiting on
+        it fails, and it is killed, which also ends a write blocked on its full stdin.
+
+        A second's grace first: a caller that was stopped and resumed (Ctrl-Z, a paused VM) finds the
+        answer waiting in the pipe, and its reader takes it before this gives up a working worker.
+        """
+        try:
+            future.exception(timeout=1.0)
+            return
+        except (TimeoutError, CancelledError):
+            pass
         self._fail(f"the worker gave no answer in {waited:g} s")
         self.process.kill()
 
@@ -263,22 +283,15 @@ class Preparer:
             worker = self._worker()  # started here the first time: it may fail (a pids limit, no memory)
             if worker is None:
                 return None
-            # The watch covers handing the body over too: a stopped worker's full pipe blocks the write.
             # A megabyte a second on top: a page far larger than Kapture's is slow to read, not hung.
-            watch = threading.Timer(self.answer_timeout + len(body) / 1_000_000, worker.abandon, (self.answer_timeout,))
-            watch.daemon = True
-            watch.start()
-            try:
-                future = worker.submit(status, body, to)
-                while True:
-                    try:
-                        return future.result(timeout=0.1)
-                    except TimeoutError:
-                        if wait is not None:
-                            wait()
-            finally:
-                watch.cancel()
-        except (WorkerLost, OSError) as exc:
+            future = worker.submit(status, body, to, self.answer_timeout + len(body) / 1_000_000)
+            while True:
+                try:
+                    return future.result(timeout=0.1)
+                except TimeoutError:
+                    if wait is not None:
+                        wait()
+        except (WorkerLost, OSError, RuntimeError) as exc:  # RuntimeError: no thread could be started
             with self._lock:
                 first, self.processes = self.processes > 0 and not self._closed, 0
             if first:

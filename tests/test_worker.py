@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -288,3 +289,42 @@ def test_a_worker_that_hangs_is_killed_and_its_page_read_here(start_emulator):
         assert time.monotonic() - started < 10
         assert preparer.processes == 0, "later pages are read here"
         assert worker.wait(timeout=5) == -signal.SIGKILL, "the hung worker is killed, not left stopped"
+
+
+def test_a_caller_that_was_stopped_does_not_give_up_a_worker_whose_answer_is_waiting(start_emulator):
+    """Ctrl-Z stops the caller, not the worker (its own session): on resume the page's watch is
+    overdue, yet the answer sits in the pipe. A second's grace lets the reader take it."""
+    from concurrent.futures import Future
+
+    emulator, _ = start_emulator(orders=300, days=3)
+    body = _body(_records(emulator))
+    with Preparer(1000298, "sqlite", processes=1) as preparer:
+        preparer.read(200, {}, body, SQLITE)
+        worker = preparer._workers[0]
+        answered: Future[None] = Future()
+        threading.Timer(0.3, answered.set_result, (None,)).start()
+        worker._overdue(answered, 30.0)  # type: ignore[arg-type]
+        assert worker.process.poll() is None, "a worker that answered is not killed"
+        assert preparer.read(200, {}, body, SQLITE) == read_page(200, {}, body, SQLITE)
+        assert preparer.processes == 1
+        time.sleep(0.2)
+        watching = [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()]
+        assert not watching, "an answered page's watch ends with the answer, not 30 s later"
+
+
+def test_a_page_whose_watch_cannot_start_is_read_here(start_emulator, monkeypatch):
+    """A threads or pids limit can refuse the watch's thread: that costs speed, not the run."""
+    import sync.worker as module
+
+    emulator, _ = start_emulator(orders=300, days=3)
+    body = _body(_records(emulator))
+
+    class Refused(threading.Timer):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    with Preparer(1000298, "sqlite", processes=1) as preparer:
+        preparer.read(200, {}, body, SQLITE)
+        monkeypatch.setattr(module.threading, "Timer", Refused)
+        assert preparer.read(200, {}, body, SQLITE) == read_page(200, {}, body, SQLITE)
+        assert preparer.processes == 0
