@@ -187,13 +187,25 @@ def prepare(records: list[Any], cm_id: int, dialect: Dialect) -> list[Prepared |
 
     For PostgreSQL the row is a line of COPY text (`copy_line`), for SQLite its value list (`values_of`).
     """
+    return prepare_noting(records, cm_id, dialect)[0]
+
+
+def prepare_noting(records: list[Any], cm_id: int, dialect: Dialect) -> tuple[list[Prepared | Rejection], list[int]]:
+    """`prepare`, and the positions of the records that took the general path (`to_row`).
+
+    Only a record on the common path has had the type of every documented value checked; on the
+    general path a value can be kept as parsed (a float as text, a rejected record's payload),
+    which `read.read_page` must know about.
+    """
     out: list[Prepared | Rejection] = []
+    general: list[int] = []
     copy = dialect == "postgresql"
-    for record in records:
+    for position, record in enumerate(records):
         ready = _fast(record, cm_id, copy)
         if ready is not None:
             out.append(ready)
             continue
+        general.append(position)
         row = to_row(record, cm_id, _PLACEHOLDER)
         if isinstance(row, Rejection):
             out.append(row)
@@ -207,4 +219,4 @@ def prepare(records: list[Any], cm_id: int, dialect: Dialect) -> list[Prepared |
                 copy_line(row) if copy else values_of(row, dialect),
             )
         )
-    return out
+    return out, general

@@ -21,7 +21,7 @@ from sync import jsontext
 from sync.errors import SyncError, TransientError
 from sync.fields import undocumented
 from sync.judge import Page, judge
-from sync.prepare import Dialect, Prepared, prepare
+from sync.prepare import Dialect, Prepared, prepare_noting
 from sync.transform import Rejection, record_key, stamp
 
 
@@ -63,33 +63,38 @@ PageReader = Callable[[int, Mapping[str, str], bytes], ReadPage]
 def read_page(status: int, headers: Mapping[str, str], body: bytes, to: Destination | None = None) -> ReadPage:
     """The answer judged (`judge.judge`: a failure raises), its records keyed, and mapped when `to` says for what.
 
-    A page where a number may have been read inexactly (`jsontext.inexact`) where it is kept as
-    read (a field the documentation does not list, a rejected record) is read again keeping every
-    integer exact, so that `raw` is what was served. In a documented field of a record that is
-    stored, such a number is out of its column's range: the record is rejected.
+    A number beyond 64 bits is read by orjson as the nearest float (`jsontext.inexact`). Where such a
+    float may be kept as read (a field the documentation does not list, a record mapped off the
+    common path or rejected, a record left unmapped for the writer, which may map it later) the page
+    is read again keeping every integer exact, so that `raw` is what was served. A record on the
+    common path had each documented value's type checked: none of them is such a float.
     """
     page = judge(status, headers, body)
-    read = _read(page, to)
-    rejected = [i for i, ready in enumerate(read.prepared) if isinstance(ready, Rejection)]
-    if any(jsontext.inexact(page.records[i]) for i in rejected) or any(
+    read, unchecked = _read(page, to)
+    if any(jsontext.inexact(page.records[i]) for i in unchecked) or any(
         jsontext.inexact(page.records[i][name]) for i, extra in read.undocumented.items() for name in extra
     ):
         # Deeper than Python's json reads (or any other failure): orjson's reading stands.
         with suppress(ValueError, RecursionError, TransientError, SyncError):
-            read = _read(judge(status, headers, body, loads=jsontext.loads_exact), to)
+            read = _read(judge(status, headers, body, loads=jsontext.loads_exact), to)[0]
     return read
 
 
-def _read(page: Page, to: Destination | None) -> ReadPage:
+def _read(page: Page, to: Destination | None) -> tuple[ReadPage, list[int]]:
+    """The page read, and the positions of its records mapped off the common path or not at all."""
     records = page.records
     stamps = [stamp(record) for record in records]  # read once: for the floor and for `versions`
     prepared: list[Prepared | Rejection | None] = [None] * len(records)
+    unchecked = list(range(len(records)))
     if to is not None:
         floor = to.floor_ms
         chosen = [i for i, key in enumerate(stamps) if floor is None or key is None or key[1] > floor]
-        for i, ready in zip(chosen, prepare([records[i] for i in chosen], to.cm_id, to.dialect), strict=True):
-            prepared[i] = ready
-    return ReadPage(
+        mapped, general = prepare_noting([records[i] for i in chosen], to.cm_id, to.dialect)
+        for i, one in zip(chosen, mapped, strict=True):
+            prepared[i] = one
+        mapped_fast = set(chosen).difference(chosen[j] for j in general)
+        unchecked = [i for i in unchecked if i not in mapped_fast]
+    read = ReadPage(
         records=[None if type(ready) is tuple else record for record, ready in zip(records, prepared, strict=True)],
         keys=[record_key(record) for record in records],
         versions=[-1 if key is None else key[1] for key in stamps],  # -1: not a plain number
@@ -97,6 +102,7 @@ def _read(page: Page, to: Destination | None) -> ReadPage:
         undocumented={i: found for i, record in enumerate(records) if (found := undocumented((record,)))},
         note=page.note,
     )
+    return read, unchecked
 
 
 Packed = tuple[bytes, dict[int, Rejection]]

@@ -246,3 +246,53 @@ def test_an_integer_beyond_64_bits_is_kept_exactly_in_raw(serve, engine, databas
         [refused] = rejected(engine)
         assert refused.order_id == 9002 and refused.reason.startswith("customerId: ")
         assert refused.raw["customerId"] == big and type(refused.raw["customerId"]) is int
+
+
+def test_a_rejected_record_below_the_floor_keeps_its_exact_payload_run_after_run(serve, engine, database_url, connect):
+    """A record at or below a window's floor is left unmapped for the writer, which maps it again on
+    every sync while it is not stored: it must be mapped from an exact reading too, or the same
+    payload gets a second `rejected_records` row holding the float (found by review)."""
+    zone = ZoneInfo("Asia/Kolkata")
+    day = datetime.now(zone).date() - timedelta(days=2)
+    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    big = 123456789012345678901234567890
+    served = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + 3 * 3600_000 + i} for i in range(1, 4)]
+    served.append({"id": 9002, "createDate": noon, "lastModificationTime": noon, "customerId": big})
+
+    def answer(body: dict) -> list:
+        if not str(body["createStartDate"]).startswith(day.isoformat()):
+            return []
+        offset = int(body["offset"])
+        return served[offset : offset + int(body["limit"])]
+
+    settings = settings_for(serve(answer), database_url, lookback_days=4)
+    client = connect(settings)
+    backfill(engine, client, settings, day - timedelta(days=3), day)
+    for _ in range(2):
+        sync(engine, client, settings)
+    [row] = rejected(engine)
+    assert row.order_id == 9002 and row.raw["customerId"] == big and row.seen_count == 3
+
+
+@pytest.mark.parametrize("alongside", [False, True], ids=["alone on its page", "beside a record read again"])
+def test_an_integer_beyond_64_bits_in_a_text_field_is_stored_as_its_digits(
+    serve, engine, database_url, connect, alongside
+):
+    """Text fields take numbers as their text: a float's text would be orjson's reading, not what was
+    served, and would differ with the page's other records (found by review)."""
+    zone = ZoneInfo("Asia/Kolkata")
+    day = datetime.now(zone).date() - timedelta(days=2)
+    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    big = 123456789012345678901234567890
+    served = [{"id": 1, "createDate": noon, "lastModificationTime": noon, "remarks": big}]
+    if alongside:
+        served.append({"id": 2, "createDate": noon, "lastModificationTime": noon, "loyalty": big})
+
+    def answer(body: dict) -> list:
+        offset = int(body["offset"])
+        return served[offset : offset + int(body["limit"])]
+
+    settings = settings_for(serve(answer), database_url)
+    backfill(engine, connect(settings), settings, day, day)
+    row = stored(engine)[1]
+    assert (row.remarks, row.raw["remarks"]) == (str(big), big)
