@@ -77,7 +77,16 @@ def make_engine(raw_url: str) -> Engine:
     """One engine per target; SQLite gets WAL and explicit transactions so a page commits atomically."""
     url = normalize_url(raw_url)
     if url.get_backend_name() == "sqlite":
-        if (database := sqlite_file(url)) is not None:
+        try:  # how long a write waits for another writer (an analyst's open transaction), seconds
+            busy = float(str(url.query.get("timeout", SQLITE_BUSY_SECONDS)))
+        except ValueError:
+            message = "bad setting: KAPTURE_SYNC_DATABASE_URL: timeout= must be a number of seconds"
+            raise SettingsError(message) from None
+        try:
+            database = sqlite_file(url)
+        except (ValueError, TypeError) as exc:  # a driver option that does not read (check_same_thread=maybe)
+            raise SettingsError(f"bad setting: KAPTURE_SYNC_DATABASE_URL: {exc}") from None
+        if database is not None:
             folder = database.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -85,11 +94,6 @@ def make_engine(raw_url: str) -> Engine:
                 raise SettingsError(
                     f"bad setting: KAPTURE_SYNC_DATABASE_URL: cannot create folder {folder}: {exc.strerror}"
                 ) from None
-        try:  # how long a write waits for another writer (an analyst's open transaction), seconds
-            busy = float(str(url.query.get("timeout", SQLITE_BUSY_SECONDS)))
-        except ValueError:
-            message = "bad setting: KAPTURE_SYNC_DATABASE_URL: timeout= must be a number of seconds"
-            raise SettingsError(message) from None
         engine = create_engine(url, json_serializer=jsontext.dumps, connect_args={"timeout": busy})
         _sqlite_transactions(engine)
     else:
