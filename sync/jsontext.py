@@ -24,7 +24,11 @@ class Unwritable(ValueError):
 
 
 def inexact(value: Any) -> bool:
-    """Whether `value` (parsed by orjson) holds a float so large it may have been served as an integer."""
+    """Whether `value` (parsed by orjson) holds a float so large it may have been served as an integer.
+
+    Runs for every record a page leaves unmapped (all of them in a sync with nothing new): scalars
+    are checked where they are met, only objects and lists wait on the stack.
+    """
     stack = [value]
     while stack:
         item = stack.pop()
@@ -32,10 +36,16 @@ def inexact(value: Any) -> bool:
         if kind is float:
             if not -_HUGE < item < _HUGE:
                 return True
-        elif kind is dict:
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
+            continue
+        if kind is not dict and kind is not list:
+            continue
+        for child in item.values() if kind is dict else item:
+            kind = type(child)
+            if kind is float:
+                if not -_HUGE < child < _HUGE:
+                    return True
+            elif kind is dict or kind is list:
+                stack.append(child)
     return False
 
 
