@@ -99,24 +99,31 @@ def copy_text(value: str) -> str:
     return _COPY_SPECIAL.sub(lambda found: _COPY_ESCAPES[found.group()], value)
 
 
+_NULL = repr("\\N")
+
+
+def _copy_expression(kind: str, v: str, time_text: str) -> str:
+    """The COPY text of a column's value `v` (an expression), per kind; times by the function `time_text`.
+
+    One rule for both ways a line is made: `copy_line` from a mapped row (times as datetimes,
+    `postgresql_time`), `_copy_values` from the served record (epoch ms, `postgresql_ms`).
+    """
+    if kind == "timestamp":
+        return f"{_NULL} if {v} is None else {time_text}({v})"
+    if kind == "text":
+        return f"{_NULL} if {v} is None else copy_text({v})"
+    if kind == "flag":
+        return f"{_NULL} if {v} is None else ('t' if {v} else 'f')"
+    return f"{_NULL} if {v} is None else str({v})"  # ids, integers, amounts (int, float, Decimal): shortest exact text
+
+
 def _copy_line_source() -> str:
     """Source of `copy_line`: one expression per column, generated from ORDER_FIELDS like transform's fast path.
 
     Straight-line code costs about what psycopg's compiled formatter does (5 µs a row), and it runs
     in the worker, so the writer's core only joins finished lines.
     """
-    null = repr("\\N")
-    parts = []
-    for f in ORDER_FIELDS:
-        v = f"row[{f.column!r}]"
-        if f.kind == "timestamp":
-            parts.append(f"{null} if {v} is None else postgresql_time({v})")
-        elif f.kind == "text":
-            parts.append(f"{null} if {v} is None else copy_text({v})")
-        elif f.kind == "flag":
-            parts.append(f"{null} if {v} is None else ('t' if {v} else 'f')")
-        else:  # ids, integers and amounts (int, float or Decimal): their shortest exact text
-            parts.append(f"{null} if {v} is None else str({v})")
+    parts = [_copy_expression(f.kind, f"row[{f.column!r}]", "postgresql_time") for f in ORDER_FIELDS]
     parts.append(f"copy_text(row[{RAW_JSON!r}].decode())")
     parts.append("row['fingerprint']")
     body = ",\n        ".join(parts)
@@ -136,7 +143,6 @@ The writer ends every line with the same `<synced_at>\\n`, so a page's lines are
 # the driver's form with `to_row`'s own checks (`transform.fast_path_source`): no row dict, no datetime,
 # the raw JSON kept as bytes. It must give exactly what `values_of` and `copy_line` give for the mapped
 # row (tests/test_prepare.py holds it to that); everything else takes that general path.
-_NULL = repr("\\N")
 _sqlite_values = compile_fast_path(
     "_sqlite_values",
     {"id": "v", "int": "v", "amount": "v", "text": "v", "flag": "v"}
@@ -145,14 +151,7 @@ _sqlite_values = compile_fast_path(
 )
 _copy_values = compile_fast_path(
     "_copy_values",
-    {
-        "id": f"{_NULL} if v is None else str(v)",
-        "int": f"{_NULL} if v is None else str(v)",
-        "amount": f"{_NULL} if v is None else str(v)",
-        "timestamp": f"{_NULL} if v is None else postgresql_ms(v)",
-        "text": f"{_NULL} if v is None else copy_text(v)",
-        "flag": f"{_NULL} if v is None else ('t' if v else 'f')",
-    },
+    {f.kind: _copy_expression(f.kind, "v", "postgresql_ms") for f in ORDER_FIELDS},
     {"postgresql_ms": postgresql_ms, "copy_text": copy_text},
 )
 

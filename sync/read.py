@@ -85,15 +85,15 @@ def _read(page: Page, to: Destination | None) -> tuple[ReadPage, list[int]]:
     records = page.records
     stamps = [stamp(record) for record in records]  # read once: for the floor and for `versions`
     prepared: list[Prepared | Rejection | None] = [None] * len(records)
-    unchecked = list(range(len(records)))
+    off_path: list[int] = []
     if to is not None:
         floor = to.floor_ms
         chosen = [i for i, key in enumerate(stamps) if floor is None or key is None or key[1] > floor]
         mapped, general = prepare_noting([records[i] for i in chosen], to.cm_id, to.dialect)
         for i, one in zip(chosen, mapped, strict=True):
             prepared[i] = one
-        mapped_fast = set(chosen).difference(chosen[j] for j in general)
-        unchecked = [i for i in unchecked if i not in mapped_fast]
+        off_path = [chosen[j] for j in general]
+    unchecked = [i for i, ready in enumerate(prepared) if ready is None] + off_path
     read = ReadPage(
         records=[None if type(ready) is tuple else record for record, ready in zip(records, prepared, strict=True)],
         keys=[record_key(record) for record in records],

@@ -15,8 +15,6 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
-
 from sync import jsontext
 from sync.fields import ORDER_FIELDS
 from sync.windows import from_ms
@@ -61,12 +59,9 @@ def canonical_json(raw: Any) -> bytes:
     Raises BadValue for a payload that cannot be written back (nested too deeply).
     """
     try:
-        return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
-        try:
-            return jsontext.dumps_sorted(raw)  # an integer beyond 64 bits, which orjson does not write
-        except jsontext.Unwritable as exc:
-            raise BadValue(f"nested too deeply to be written back as JSON ({exc})") from None
+        return jsontext.dumps_sorted(raw)
+    except jsontext.Unwritable as exc:
+        raise BadValue(f"nested too deeply to be written back as JSON ({exc})") from None
 
 
 def cut(raw: Any, depth: int = CUT_DEPTH) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,6 +16,24 @@ from sync.runs import backfill, reconcile, sync
 from sync.transform import TOO_DEEP
 from tests.conftest import settings_for
 from tests.helpers import assert_equals_truth, rejected, runs, storable, stored
+
+
+def _two_days_ago_at_noon() -> tuple[date, int]:
+    """A closed day in the account's zone, and its noon in epoch ms: a one-day backfill reads it."""
+    zone = ZoneInfo("Asia/Kolkata")
+    day = datetime.now(zone).date() - timedelta(days=2)
+    return day, int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+
+
+def _paged(served: list[Any]) -> Callable[[dict], list]:
+    """The `serve` fixture's answer: `served` paged by the request's offset and limit."""
+
+    def answer(body: dict) -> list:
+        offset = int(body["offset"])
+        return served[offset : offset + int(body["limit"])]
+
+    return answer
+
 
 FIRST = date.today() - timedelta(days=12)
 DAY_MS = 86_400_000
@@ -132,9 +151,7 @@ def test_an_order_edited_while_its_window_is_paged_is_stored_in_its_newest_versi
 ):
     """Newest-first with rows shifting: an order arrives at the top after the first page, pushing the
     page's last row onto the next page, and that row was edited meanwhile: it comes back newer."""
-    zone = ZoneInfo("Asia/Kolkata")
-    day = datetime.now(zone).date() - timedelta(days=2)
-    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    day, noon = _two_days_ago_at_noon()
     base = [{"id": 100 - i, "createDate": noon - i * 1000, "lastModificationTime": noon} for i in range(30)]
     edited = {**base[9], "lastModificationTime": noon + 5000, "deliveryStatus": "DL"}
     arrived = {"id": 101, "createDate": noon + 1000, "lastModificationTime": noon + 1000}
@@ -157,17 +174,11 @@ def test_an_order_edited_while_its_window_is_paged_is_stored_in_its_newest_versi
 def test_a_null_or_a_list_among_the_records_is_rejected_and_the_rest_stored(serve, engine, database_url, connect, good):
     """A page's records are let go once mapped, their places set to None: a record that was served
     as `null` is not one of those, and must be rejected like any other malformed record."""
-    zone = ZoneInfo("Asia/Kolkata")
-    day = datetime.now(zone).date() - timedelta(days=2)
-    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    day, noon = _two_days_ago_at_noon()
     orders = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + i} for i in range(1, good + 1)]
     served = [None, orders[0], ["a", "list"], *orders[1:]]
 
-    def answer(body: dict) -> list:
-        offset = int(body["offset"])
-        return served[offset : offset + int(body["limit"])]
-
-    settings = settings_for(serve(answer), database_url)
+    settings = settings_for(serve(_paged(served)), database_url)
     result = backfill(engine, connect(settings), settings, day, day)
 
     assert result.outcome == "success"
@@ -189,18 +200,12 @@ def test_a_record_nested_too_deeply_to_write_back_is_rejected_and_the_rest_store
 ):
     """A page parses with up to 1,024 levels of nesting but JSON is written back with at most 254:
     such a record raised out of the mapping and ended the run (and, in the worker, turned it off)."""
-    zone = ZoneInfo("Asia/Kolkata")
-    day = datetime.now(zone).date() - timedelta(days=2)
-    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    day, noon = _two_days_ago_at_noon()
     orders = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + i} for i in range(1, good + 1)]
     deep = {"id": 9001, "createDate": noon, "lastModificationTime": noon, "note": _nested(300)}
     served = [deep, *orders, _nested(600)]
 
-    def answer(body: dict) -> list:
-        offset = int(body["offset"])
-        return served[offset : offset + int(body["limit"])]
-
-    settings = settings_for(serve(answer), database_url)
+    settings = settings_for(serve(_paged(served)), database_url)
     result = backfill(engine, connect(settings), settings, day, day)
 
     assert result.outcome == "success"
@@ -221,9 +226,7 @@ def test_a_record_nested_too_deeply_to_write_back_is_rejected_and_the_rest_store
 def test_an_integer_beyond_64_bits_is_kept_exactly_in_raw(serve, engine, database_url, connect, good, where):
     """orjson reads such a number as the nearest float: a field Kapture adds holding one would reach
     `raw` changed (123456789012345678901234567890 as 1.2345678901234568e+29), with nothing to say so."""
-    zone = ZoneInfo("Asia/Kolkata")
-    day = datetime.now(zone).date() - timedelta(days=2)
-    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    day, noon = _two_days_ago_at_noon()
     big, negative = 123456789012345678901234567890, -(2**64) - 1
     served = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + i} for i in range(1, good + 1)]
     if where == "undocumented field":
@@ -231,11 +234,7 @@ def test_an_integer_beyond_64_bits_is_kept_exactly_in_raw(serve, engine, databas
     else:
         served.append({"id": 9002, "createDate": noon, "lastModificationTime": noon, "customerId": big})
 
-    def answer(body: dict) -> list:
-        offset = int(body["offset"])
-        return served[offset : offset + int(body["limit"])]
-
-    settings = settings_for(serve(answer), database_url)
+    settings = settings_for(serve(_paged(served)), database_url)
     result = backfill(engine, connect(settings), settings, day, day)
 
     assert result.outcome == "success" and len(stored(engine)) == good
@@ -252,9 +251,7 @@ def test_a_rejected_record_below_the_floor_keeps_its_exact_payload_run_after_run
     """A record at or below a window's floor is left unmapped for the writer, which maps it again on
     every sync while it is not stored: it must be mapped from an exact reading too, or the same
     payload gets a second `rejected_records` row holding the float (found by review)."""
-    zone = ZoneInfo("Asia/Kolkata")
-    day = datetime.now(zone).date() - timedelta(days=2)
-    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    day, noon = _two_days_ago_at_noon()
     big = 123456789012345678901234567890
     served = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + 3 * 3600_000 + i} for i in range(1, 4)]
     served.append({"id": 9002, "createDate": noon, "lastModificationTime": noon, "customerId": big})
@@ -280,19 +277,13 @@ def test_an_integer_beyond_64_bits_in_a_text_field_is_stored_as_its_digits(
 ):
     """Text fields take numbers as their text: a float's text would be orjson's reading, not what was
     served, and would differ with the page's other records (found by review)."""
-    zone = ZoneInfo("Asia/Kolkata")
-    day = datetime.now(zone).date() - timedelta(days=2)
-    noon = int(datetime.combine(day, time(12), tzinfo=zone).timestamp()) * 1000
+    day, noon = _two_days_ago_at_noon()
     big = 123456789012345678901234567890
     served = [{"id": 1, "createDate": noon, "lastModificationTime": noon, "remarks": big}]
     if alongside:
         served.append({"id": 2, "createDate": noon, "lastModificationTime": noon, "loyalty": big})
 
-    def answer(body: dict) -> list:
-        offset = int(body["offset"])
-        return served[offset : offset + int(body["limit"])]
-
-    settings = settings_for(serve(answer), database_url)
+    settings = settings_for(serve(_paged(served)), database_url)
     backfill(engine, connect(settings), settings, day, day)
     row = stored(engine)[1]
     assert (row.remarks, row.raw["remarks"]) == (str(big), big)
