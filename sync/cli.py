@@ -32,6 +32,7 @@ from sync.memory import tune_malloc
 from sync.runs import RunResult, backfill, reconcile, sync
 from sync.schedule import Task
 from sync.settings import DEFAULT_CONFIG_PATH, DatabaseSettings, Settings, config_path, load_settings, today_in
+from sync.stop import Stop, Stopped
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,6 +105,30 @@ def _kapture(settings: Settings) -> Iterator[tuple[Engine, KaptureClient]]:
 
 
 @contextmanager
+def _stopping() -> Iterator[Stop]:
+    """A run's stop, which SIGINT/SIGTERM set while the run lasts; a second signal raises at once.
+
+    The run honours the stop at its next page boundary (sync/stop.py) and is recorded
+    `interrupted`. A `KeyboardInterrupt` raised wherever the main thread happens to be can cut
+    short any bytecode of SQLAlchemy's pool or the driver (the pool's `_finalize_fairy` has to
+    special-case it); one CI run printed a pool traceback after the one line that way.
+    """
+    stop = Stop()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():  # the operator does not want to wait for the page boundary
+            raise KeyboardInterrupt
+        stop.set(f"received {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
 def _progress(enabled: bool, label: str) -> Iterator[dict[str, Any]]:
     """tqdm over windows with rate and ETA, shown only when stderr is a terminal."""
     state: dict[str, Any] = {"bar": None, "orders": 0}
@@ -156,8 +181,14 @@ def backfill_command(first: datetime, last: datetime | None, refetch: bool, **pa
     _check_day("--from", first, settings)
     if last is not None and last.date() < first.date():
         raise SettingsError("bad setting: --to is before --from")
-    with _kapture(settings) as (engine, client), _progress(sys.stderr.isatty(), "backfill") as hooks:
-        _report(backfill(engine, client, settings, first.date(), last.date() if last else None, refetch, **hooks))
+    with (
+        _kapture(settings) as (engine, client),
+        _stopping() as stop,
+        _progress(sys.stderr.isatty(), "backfill") as hooks,
+    ):
+        _report(
+            backfill(engine, client, settings, first.date(), last.date() if last else None, refetch, stop=stop, **hooks)
+        )
 
 
 @cli.command("sync")
@@ -165,8 +196,8 @@ def backfill_command(first: datetime, last: datetime | None, refetch: bool, **pa
 def sync_command(**params: Any) -> None:
     """One incremental run: new orders, and changes within the look-back and due windows."""
     settings: Settings = _load(Settings, params)
-    with _kapture(settings) as (engine, client):
-        _report(sync(engine, client, settings))
+    with _kapture(settings) as (engine, client), _stopping() as stop:
+        _report(sync(engine, client, settings, stop=stop))
 
 
 @cli.command("reconcile")
@@ -177,8 +208,12 @@ def reconcile_command(first: datetime | None, **params: Any) -> None:
     settings: Settings = _load(Settings, params)
     if first is not None:
         _check_day("--from", first, settings)
-    with _kapture(settings) as (engine, client), _progress(sys.stderr.isatty(), "reconcile") as hooks:
-        result = reconcile(engine, client, settings, first.date() if first else None, **hooks)
+    with (
+        _kapture(settings) as (engine, client),
+        _stopping() as stop,
+        _progress(sys.stderr.isatty(), "reconcile") as hooks,
+    ):
+        result = reconcile(engine, client, settings, first.date() if first else None, stop=stop, **hooks)
     _report(result)
     missed = result.totals.load.inserted + result.totals.load.updated
     ages = ", ".join(f"{label}: {n}" for label, n in sorted(result.totals.changed_by_age.items()))
@@ -397,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         click.echo(f"kapture-sync: database error: {str(getattr(exc, 'orig', exc)).splitlines()[0]}", err=True)
         return DatabaseUnavailable.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         click.echo("kapture-sync: interrupted", err=True)
         return 130
     except Exception as exc:

@@ -1,8 +1,9 @@
 """A stop that every layer of a run honours: the paging loop, the fetching threads and the commit.
 
-Signals reach only the main thread. The one-shot commands run there, so SIGINT/SIGTERM raise
-`KeyboardInterrupt` where the run is (exit 130). The daemon runs its jobs in worker threads, where
-no signal ever arrives: its signal handler sets a `Stop` instead, and the run notices it
+Signals reach only the main thread, and a signal handler should not raise there: the exception
+would land in whatever bytecode runs, SQLAlchemy's pool included. So SIGINT/SIGTERM set a `Stop`:
+the daemon's (whose jobs run in worker threads, where no signal arrives) and a one-shot run's
+(`sync.cli._stopping`, exit 130). The run notices it
 
 - before each request of the paging loop (`sync.paging.scan_window`),
 - while waiting for the fetching threads' next pages, so a request in flight is not waited for
