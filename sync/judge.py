@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from sync import jsontext
 from sync.errors import CredentialsRejected, KaptureRejected, TransientError
 
 _AUTH_WORDS = ("auth", "credential", "token", "unauthori", "password", "forbidden", "expired", "disabled")
@@ -91,6 +92,15 @@ def first_bytes(content: bytes, limit: int = 80) -> str:
     return repr(" ".join(shown.split()) + ("..." if len(content) > limit else ""))
 
 
+def _loads(loads: Callable[[bytes], Any], content: bytes) -> Any:
+    """`content` parsed by `loads`, else salvaged (`jsontext.loads_salvaged`): one record whose text or
+    numbers are spoiled is rejected alone rather than failing its page, and so every later run."""
+    try:
+        return loads(content)
+    except ValueError:
+        return jsontext.loads_salvaged(content)
+
+
 def judge(
     status: int, headers: Mapping[str, str], content: bytes, loads: Callable[[bytes], Any] = orjson.loads
 ) -> Page:
@@ -106,7 +116,7 @@ def judge(
     if status >= 500:
         raise TransientError(f"HTTP {status}", retry_after=retry_after(headers))
     try:
-        body = loads(content)
+        body = _loads(loads, content)
     except ValueError:  # orjson's JSONDecodeError, json's, and what `loads_exact` refuses
         if status in (401, 403):
             raise CredentialsRejected(f"credentials rejected by Kapture (HTTP {status})") from None

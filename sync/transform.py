@@ -56,12 +56,13 @@ TOO_DEEP = "[kapture-sync: nested too deeply, cut here]"
 def canonical_json(raw: Any) -> bytes:
     """The payload as JSON with its keys sorted: equal content, equal bytes, whatever the key order served.
 
-    Raises BadValue for a payload that cannot be written back (nested too deeply).
+    Raises BadValue for a payload that cannot be written back (nested too deeply, or holding a
+    `jsontext.Unreadable` from a salvaged page).
     """
     try:
         return jsontext.dumps_sorted(raw)
     except jsontext.Unwritable as exc:
-        raise BadValue(f"nested too deeply to be written back as JSON ({exc})") from None
+        raise BadValue(str(exc)) from None
 
 
 def cut(raw: Any, depth: int = CUT_DEPTH) -> Any:
@@ -78,7 +79,7 @@ def _kept(raw: Any) -> tuple[Any, bytes, str | None]:
     try:
         return raw, canonical_json(raw), None
     except BadValue as exc:
-        kept = cut(raw)
+        kept = jsontext.stand_ins(cut(raw))  # cut first: both recurse, cut only 200 levels deep
         return kept, canonical_json(kept), f"record: {exc}"
 
 

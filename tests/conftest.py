@@ -173,15 +173,15 @@ def _quiet_logs() -> None:
     configure_logging(debug=False)
 
 
-Answer = Callable[[dict], list[dict]]
+Answer = Callable[[dict], list[dict] | bytes]
 
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., str]]:
     """A minimal Pull Order server for misbehaviour the emulator is not built for.
 
-    `answer(body)` gives a page's records; `raw()`, when given, gives the response bytes and
-    extra headers instead, for broken bodies.
+    `answer(body)` gives a page's records, or the page as bytes; `raw()`, when given, gives the
+    response bytes and extra headers instead, for broken bodies.
     """
     servers: list[ThreadingHTTPServer] = []
 
@@ -192,8 +192,10 @@ def serve() -> Iterator[Callable[..., str]]:
                 headers: dict[str, str] = {}
                 if raw is not None:
                     payload, headers = raw()
+                elif isinstance(records := answer(body), bytes):  # a page's JSON as bytes, spoiled on purpose
+                    payload = records
                 else:
-                    payload = json.dumps({"success": "true", "order_details": answer(body)}).encode()
+                    payload = json.dumps({"success": "true", "order_details": records}).encode()
                 self.send_response(200)
                 for name, value in {**headers, "Content-Length": str(len(payload))}.items():
                     self.send_header(name, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -218,6 +219,59 @@ def test_a_record_nested_too_deeply_to_write_back_is_rejected_and_the_rest_store
     for _ in range(199):
         kept = kept["in"]
     assert kept == TOO_DEEP, "kept, cut where it was too deep to keep"
+    assert "worker.lost" not in capfd.readouterr().err
+
+
+# What a record's JSON text carries in place of a placeholder string: valid JSON text that is no
+# valid Unicode, numbers no double holds, and bytes that are not UTF-8 (the last two not JSON at all).
+_SPOILED = {
+    b'"@surrogate@"': b'"emoji cut \\ud83d"',
+    b'"@bytes@"': b'"bad \xff byte"',
+    b'"@huge@"': b"1e999",
+    b'"@nan@"': b"NaN",
+    b'"@key@"': b'"k\xfe"',
+}
+
+
+@pytest.mark.parametrize("good", [5, 300], ids=["mapped in the writer's thread", "mapped in the worker"])
+def test_a_record_whose_text_or_numbers_no_parser_reads_is_rejected_and_the_rest_stored(
+    serve, engine, database_url, connect, good, capfd
+):
+    """orjson refuses a whole page for one lone surrogate escape, one byte that is not UTF-8, one
+    1e999: the page was retried as "truncated or non-JSON", the run failed as Kapture unreachable,
+    and so did every later run, with none of the good orders beside it stored."""
+    day, noon = _two_days_ago_at_noon()
+    orders = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + i} for i in range(1, good + 1)]
+    spoiled = [
+        {"id": 9001, "createDate": noon, "lastModificationTime": noon, "remarks": "@surrogate@"},
+        {"id": 9002, "createDate": noon, "lastModificationTime": noon, "remarks": "@bytes@"},
+        {"id": 9003, "createDate": noon, "lastModificationTime": noon, "newField": "@huge@"},
+        {"id": 9004, "createDate": noon, "lastModificationTime": noon, "discount": "@nan@"},
+        {"id": 9005, "createDate": noon, "lastModificationTime": noon, "@key@": 1},
+    ]
+    paged = _paged([*spoiled[:2], *orders, *spoiled[2:]])
+
+    def answer(body: dict) -> bytes:
+        page = json.dumps({"success": "true", "order_details": paged(body)}).encode()
+        for placeholder, text in _SPOILED.items():
+            page = page.replace(placeholder, text)
+        return page
+
+    settings = settings_for(serve(answer), database_url)
+    result = backfill(engine, connect(settings), settings, day, day)
+
+    assert result.outcome == "success"
+    assert set(stored(engine)) == {o["id"] for o in orders}
+    found = {r.order_id: r for r in rejected(engine)}
+    assert set(found) == {9001, 9002, 9003, 9004, 9005}
+    assert "remarks: text that is not valid Unicode (emoji cut \\ud83d)" in found[9001].reason
+    assert found[9001].raw["remarks"] == "emoji cut \\ud83d", "kept with the escape as text"
+    assert "remarks: text that is not valid Unicode (bad \\udcff byte)" in found[9002].reason
+    assert "newField: a number beyond what a double holds (1e999)" in found[9003].reason
+    assert found[9003].raw["newField"] == "1e999"
+    assert "discount: a number JSON does not have (NaN)" in found[9004].reason
+    assert "its key is text that is not valid Unicode" in found[9005].reason
+    assert found[9005].raw["k\\udcfe"] == "1"
     assert "worker.lost" not in capfd.readouterr().err
 
 

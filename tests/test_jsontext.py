@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import pickle
+
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.jsontext import MAX_DEPTH, Unwritable, dumps, dumps_sorted, inexact, loads_exact
+from sync.jsontext import (
+    MAX_DEPTH,
+    Unreadable,
+    Unwritable,
+    dumps,
+    dumps_sorted,
+    inexact,
+    loads_exact,
+    loads_salvaged,
+    stand_ins,
+)
 
 BIG = 123456789012345678901234567890
 
@@ -59,3 +71,24 @@ def test_nesting_beyond_what_orjson_writes_is_refused_not_written():
     assert loads_exact(dumps_sorted(value)) == value
     with pytest.raises(Unwritable):
         dumps_sorted([value])
+
+
+def test_a_salvaged_page_names_each_spoiled_value_and_keeps_the_rest_exact():
+    body = b'{"a": ["ok", ["deep \\udc00"]], "b": -1e999, "c": Infinity, "\xfe": 12345678901234567890123}'
+    value = loads_salvaged(body)
+    assert value["a"][0] == "ok"
+    assert value["a"][1][0] == Unreadable("deep \\udc00", "text that is not valid Unicode")
+    assert value["b"] == Unreadable("-1e999", "a number beyond what a double holds")
+    assert value["c"] == Unreadable("Infinity", "a number JSON does not have")
+    assert value["\\udcfe"] == Unreadable("12345678901234567890123", "its key is text that is not valid Unicode")
+    assert pickle.loads(pickle.dumps(value)) == value, "it crosses to and from the worker process"
+    with pytest.raises(Unwritable, match="a: text that is not valid Unicode"):
+        dumps_sorted(value)
+    kept = stand_ins(value)
+    assert orjson.loads(dumps_sorted(kept)) == kept, "what a rejected record is kept as can be written"
+
+
+@pytest.mark.parametrize("body", [b'{"order_details": [{"id": 1', b"<html>busy</html>", b""])
+def test_what_is_no_json_at_all_is_not_salvaged(body):
+    with pytest.raises(ValueError):
+        loads_salvaged(body)
