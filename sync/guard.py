@@ -36,6 +36,7 @@ from sync.paging import Event, PageFetched, PagingRules, WindowScanned, pull_pag
 from sync.prefetch import prefetched
 from sync.schedule import Task
 from sync.stop import Stop
+from sync.transform import EARLIEST_MS, LATEST_MS
 from sync.windows import DAY, Window, from_ms, request_bounds, to_ms
 
 log = structlog.get_logger(__name__)
@@ -49,12 +50,12 @@ def created_ms(record: Any) -> int | None:
     value = record.get("createDate") if isinstance(record, dict) else None
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+        value = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and EARLIEST_MS <= value <= LATEST_MS:  # the year 87,000 is no window's
+        return value
     return None
 
 

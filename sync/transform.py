@@ -20,7 +20,7 @@ from sync.fields import ORDER_FIELDS
 from sync.windows import from_ms
 
 # Epoch-ms outside 1990..2200 is not a Kapture timestamp; storing it would only mislead.
-_MIN_MS, _MAX_MS = 631_152_000_000, 7_258_118_400_000
+EARLIEST_MS, LATEST_MS = 631_152_000_000, 7_258_118_400_000
 _INT32 = 2**31
 _INT64 = 2**63
 _TRUE = {"true", "1", "yes", "y"}
@@ -123,7 +123,7 @@ def _timestamp(value: Any) -> datetime | None:
     number = _integer(value)
     if number is None:
         return None
-    if not _MIN_MS <= number <= _MAX_MS:
+    if not EARLIEST_MS <= number <= LATEST_MS:
         raise BadValue(f"not an epoch-millisecond time: {value!r}")
     return from_ms(number)
 
@@ -264,7 +264,7 @@ def fast_path_source(name: str, render: Mapping[str, str]) -> str:
             lines.append(f"    if {when}(type(v) is not int or not {-bound} <= v < {bound}):")
             lines.append("        return None")
         elif f.kind == "timestamp":
-            lines.append(f"    if {when}(type(v) is not int or not {_MIN_MS} <= v <= {_MAX_MS}):")
+            lines.append(f"    if {when}(type(v) is not int or not {EARLIEST_MS} <= v <= {LATEST_MS}):")
             lines.append("        return None")
         elif f.kind == "amount":
             lines += [

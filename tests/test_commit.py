@@ -275,6 +275,28 @@ def test_a_record_whose_text_or_numbers_no_parser_reads_is_rejected_and_the_rest
     assert "worker.lost" not in capfd.readouterr().err
 
 
+def test_a_create_date_no_window_holds_is_rejected_not_taken_for_a_wrong_date_setting(
+    serve, engine, database_url, connect
+):
+    """The run guard read `createDate: 2700000000000000` (the year 87,000) as an order outside its
+    window, and failing to print its date ended the run with an OverflowError (exit 70)."""
+    day, noon = _two_days_ago_at_noon()
+    orders = [{"id": i, "createDate": noon + i, "lastModificationTime": noon + i} for i in range(1, 6)]
+    absurd = [
+        {"id": 9001, "createDate": 2_700_000_000_000_000, "lastModificationTime": noon},
+        {"id": 9002, "createDate": "2700000000000000", "lastModificationTime": noon},
+    ]
+
+    settings = settings_for(serve(_paged([*orders, *absurd])), database_url)
+    result = backfill(engine, connect(settings), settings, day, day)
+
+    assert result.outcome == "success"
+    assert set(stored(engine)) == {o["id"] for o in orders}
+    found = {r.order_id: r.reason for r in rejected(engine)}
+    assert set(found) == {9001, 9002}
+    assert all("createDate: not an epoch-millisecond time" in reason for reason in found.values())
+
+
 @pytest.mark.parametrize("where", ["undocumented field", "rejected record"])
 @pytest.mark.parametrize("good", [5, 300], ids=["mapped in the writer's thread", "mapped in the worker"])
 def test_an_integer_beyond_64_bits_is_kept_exactly_in_raw(serve, engine, database_url, connect, good, where):

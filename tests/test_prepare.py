@@ -20,7 +20,7 @@ from sync.prepare import (
     sqlite_time,
     values_of,
 )
-from sync.transform import _MAX_MS, _MIN_MS, Rejection, _to_row_in_full
+from sync.transform import EARLIEST_MS, LATEST_MS, Rejection, _to_row_in_full
 from sync.windows import from_ms, to_ms
 from tests.test_transform import GOOD, _edge_cases
 
@@ -68,7 +68,7 @@ def test_any_text_is_written_out_as_the_general_path_writes_it(served):
         assert prepare([record], CM_ID, dialect) == [_general(record, dialect)]  # type: ignore[arg-type]
 
 
-@given(epoch_ms=st.integers(_MIN_MS, _MAX_MS))
+@given(epoch_ms=st.integers(EARLIEST_MS, LATEST_MS))
 def test_times_are_written_from_epoch_milliseconds_as_from_datetimes(epoch_ms):
     assert sqlite_ms(epoch_ms) == sqlite_time(from_ms(epoch_ms))
     assert postgresql_ms(epoch_ms) == postgresql_time(from_ms(epoch_ms))
