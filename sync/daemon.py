@@ -18,8 +18,8 @@ engine, HTTP client and settings.
 - **Stop.** SIGTERM/SIGINT set a `Stop` that the running jobs honour at the next page boundary
   (see `sync.stop`): the page in flight commits whole or not at all, the run is recorded
   `interrupted` and its lock released, and the process exits 0. A second signal exits at once.
-- **Schema.** Upgraded once at start (under an advisory lock on PostgreSQL, so daemons starting
-  together do not race), not by every job.
+- **Schema.** Upgraded once at start (`sync.db.upgrade` queues processes starting together), not
+  by every job.
 """
 
 from __future__ import annotations
@@ -38,30 +38,21 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine
 
 from sync import runs
 from sync.client import KaptureClient, make_client, make_http_client
 from sync.db import (
-    SCHEMA_HEAD,
-    alembic_config,
-    current_revision,
-    database_problem,
     ensure_schema,
     make_engine,
     redact,
-    writer,
 )
-from sync.errors import DatabaseUnavailable, LeaseHeld, SettingsError, SyncError
+from sync.errors import LeaseHeld, SettingsError, SyncError
 from sync.metrics import DatabaseCollector, Metrics, ObservationServer, Watched, health
 from sync.settings import Settings
 from sync.stop import Stop, Stopped
 
 log = structlog.get_logger(__name__)
-
-# pg_advisory_xact_lock key serialising schema upgrades of daemons that start together.
-_MIGRATION_LOCK = 0x6B61_7074_7572_6501  # "kapture" + 1
 
 
 def utcnow() -> datetime:
@@ -73,23 +64,6 @@ def backoff(interval: timedelta, failures: int, cap: timedelta) -> timedelta:
     if failures <= 0:
         return interval
     return min(interval * 2 ** min(failures - 1, 30), max(cap, interval))
-
-
-def upgrade_once(engine: Engine) -> None:
-    """Bring the schema to head at start; on PostgreSQL under a transaction lock, so racing daemons queue."""
-    if engine.dialect.name != "postgresql":
-        ensure_schema(engine)  # SQLite: BEGIN IMMEDIATE already serialises the upgrade
-        return
-    try:
-        if current_revision(engine) == SCHEMA_HEAD:
-            return
-        from alembic import command  # only to upgrade: a daemon at head never carries Alembic
-
-        with writer(engine).begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-            command.upgrade(alembic_config(conn), "head")
-    except DBAPIError as exc:
-        raise DatabaseUnavailable(database_problem(engine, exc)) from None
 
 
 @dataclass
@@ -128,7 +102,7 @@ class Daemon:
             if settings.database_url not in self.engines:
                 engine = make_engine(settings.database_url)
                 self.engines[settings.database_url] = engine
-                upgrade_once(engine)
+                ensure_schema(engine)
             http = make_http_client(settings)
             client = make_client(settings, http)
             client.sleep = self.stop.sleep  # retry back-off ends at once on a stop

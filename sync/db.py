@@ -163,11 +163,23 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+# pg_advisory_xact_lock key serialising schema upgrades on PostgreSQL ("kapture" + 1).
+_MIGRATION_LOCK = 0x6B61_7074_7572_6501
+
+
 def upgrade(engine: Engine) -> None:
-    """Apply every migration up to head, inside one transaction."""
+    """Apply every migration up to head, inside one transaction.
+
+    Commands started together on an empty database (a `backfill` and a `status`, two daemons) queue
+    for it instead of racing to create the same tables: on PostgreSQL behind a transaction-level
+    advisory lock, after which Alembic reads the revision the first one committed; on SQLite the
+    writer's `BEGIN IMMEDIATE` does the same.
+    """
     from alembic import command
 
     with writer(engine).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         command.upgrade(alembic_config(conn), "head")
 
 

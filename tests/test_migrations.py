@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import orjson
@@ -69,3 +72,17 @@ def test_upgrading_an_existing_database_fingerprints_its_rows_as_a_sync_would(da
         assert stored == row["fingerprint"]
     finally:
         engine.dispose()
+
+
+def test_commands_started_together_on_an_empty_database_all_find_the_schema(database_url: str):
+    """Each first command creates the schema: started together on PostgreSQL, all but one failed with
+    `UniqueViolation ... pg_type_typname_nsp_index` (exit 6) as they raced to create the same tables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
+    env["KAPTURE_SYNC_DATABASE_URL"] = database_url
+    commands = [[sys.executable, "-m", "sync", "db", "upgrade"]] * 4
+    started = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for command in commands]
+    failures = [err for process in started if (err := process.communicate(timeout=120)[1]) and process.returncode]
+    assert failures == []
+    engine = make_engine(database_url)
+    assert current_revision(engine) == SCHEMA_HEAD
+    engine.dispose()
