@@ -16,7 +16,8 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import click
 from sqlalchemy import Engine
@@ -269,6 +270,25 @@ def status_command(runs: int, output: str, **params: Any) -> None:
                 click.echo("\n".join([head, *freshness_text(freshness(conn, account)), "", runs_table]))
 
 
+@contextmanager
+def _whole_file(path: str) -> Iterator[IO[bytes]]:
+    """A file written beside `path` and renamed onto it once whole: an export cut short (a signal, a
+    database error, a full disk) leaves the previous file as it was, not a truncated one."""
+    target = Path(path)
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        out = open(part, "wb")  # noqa: SIM115 (closed by the `with` below, before the rename)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {target}: {exc.strerror}", param_hint="--output") from None
+    try:
+        with out:
+            yield out
+        os.replace(part, target)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
 @cli.command("export")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First create date, in the account's zone.")
@@ -294,7 +314,7 @@ def export_command(
             return tqdm(total=total, desc="export", unit="order", file=sys.stderr, dynamic_ncols=True)
 
         try:
-            with open(output, "wb") if output else contextlib.nullcontext(stdout()) as out:
+            with _whole_file(output) if output else contextlib.nullcontext(stdout()) as out:
                 written = export(
                     engine,
                     fmt,

@@ -134,3 +134,32 @@ def test_a_reader_that_stops_early_ends_the_export_quietly_with_141(start_emulat
     errors = export.stderr.read().decode()
     assert code == 141, errors
     assert "BrokenPipe" not in errors and "unexpected" not in errors and "Exception ignored" not in errors, errors
+
+
+def test_an_export_that_fails_leaves_the_previous_file_as_it_was(loaded, database_url, tmp_path: Path):
+    """The file was opened for writing before the first row was read: an export cut short by a signal
+    or a database error left a truncated file in place of the previous one."""
+    path = tmp_path / "orders.csv"
+    path.write_text("the previous export\n")
+
+    def fail(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        if "orders_current" in statement:
+            raise RuntimeError("the database went away mid-export")
+
+    event.listen(Engine, "before_cursor_execute", fail)
+    try:
+        assert main(["export", "--database-url", database_url, "--output", str(path)]) == 70
+    finally:
+        event.remove(Engine, "before_cursor_execute", fail)
+    assert path.read_text() == "the previous export\n"
+    assert [name for name in os.listdir(tmp_path) if name.endswith(".part")] == []
+    assert main(["export", "--database-url", database_url, "--output", str(path)]) == 0
+    with path.open(newline="", encoding="utf-8") as handle:
+        assert len(list(csv.reader(handle))) == len(loaded) + 1, "the next export replaces it whole"
+
+
+def test_an_output_in_a_folder_that_does_not_exist_is_a_bad_argument(tmp_path: Path, capsys):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    assert main(["export", "--database-url", url, "--output", str(tmp_path / "missing" / "orders.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--output" in err and "No such file or directory" in err, err
