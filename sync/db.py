@@ -34,7 +34,7 @@ def normalize_url(raw: str) -> URL:
     """Accept `postgresql://` and `postgres://` as psycopg 3, the only PostgreSQL driver we ship."""
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # `host:badport`; the driver's text is never shown: it holds the password
         raise SettingsError("bad setting: KAPTURE_SYNC_DATABASE_URL is not a database URL") from None
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
@@ -42,6 +42,15 @@ def normalize_url(raw: str) -> URL:
         raise SettingsError(
             f"bad setting: KAPTURE_SYNC_DATABASE_URL uses {url.get_backend_name()!r}; "
             "supported are sqlite and postgresql"
+        )
+    if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise SettingsError(
+            f"bad setting: KAPTURE_SYNC_DATABASE_URL names the driver {url.drivername!r}; kapture-sync ships "
+            "pysqlite and psycopg 3: write sqlite:// or postgresql://"
+        )
+    if url.host and "@" in url.host:  # the password's own `@` ended it early: the rest would be shown as the host
+        raise SettingsError(
+            "bad setting: KAPTURE_SYNC_DATABASE_URL has an '@' in its host: write an '@' in the password as %40"
         )
     return url
 

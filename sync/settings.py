@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import httpx
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -50,8 +51,9 @@ def _env(*names: str) -> AliasChoices:
 class DatabaseSettings(BaseSettings):
     """Just the target database: enough for `db upgrade`, `status` and Alembic's `env.py`."""
 
+    # allow_inf_nan: `timeout=inf` would reach httpx (and `nan` compare false with every bound).
     model_config = SettingsConfigDict(
-        populate_by_name=True, extra="ignore", case_sensitive=False, env_ignore_empty=True
+        populate_by_name=True, extra="ignore", case_sensitive=False, env_ignore_empty=True, allow_inf_nan=False
     )
 
     database_url: str = Field(
@@ -77,7 +79,7 @@ class Settings(DatabaseSettings):
     """One account's connection plus how it is synced. Field names are the config-file keys."""
 
     model_config = SettingsConfigDict(
-        populate_by_name=True, extra="forbid", case_sensitive=False, env_ignore_empty=True
+        populate_by_name=True, extra="forbid", case_sensitive=False, env_ignore_empty=True, allow_inf_nan=False
     )
 
     # --- Kapture account -------------------------------------------------------------------
@@ -85,7 +87,7 @@ class Settings(DatabaseSettings):
     username: str | None = Field(None, validation_alias=_env("KAPTURE_USERNAME", "username"))
     password: SecretStr | None = Field(None, validation_alias=_env("KAPTURE_PASSWORD", "password"))
     auth_token: SecretStr | None = Field(None, validation_alias=_env("KAPTURE_AUTH_TOKEN", "auth_token"))
-    cm_id: int = Field(gt=0, validation_alias=_env("KAPTURE_CM_ID", "cm_id"))
+    cm_id: int = Field(gt=0, lt=2**63, validation_alias=_env("KAPTURE_CM_ID", "cm_id"))  # a bigint column
 
     # --- what the API is not documented to do: settings, not constants -------------------------
     endpoint_path: str = Field(ENDPOINT_PATH, validation_alias=_env("KAPTURE_ENDPOINT_PATH", "endpoint_path"))
@@ -163,6 +165,10 @@ class Settings(DatabaseSettings):
             raise ValueError("must be scheme, host and optional port, e.g. https://acme.kapturecrm.com")
         if "@" in value:
             raise ValueError("must not contain credentials: use KAPTURE_USERNAME/KAPTURE_PASSWORD")
+        try:
+            httpx.URL(value)
+        except httpx.InvalidURL as exc:  # `http://[::1` passes the pattern
+            raise ValueError(f"is not a URL ({exc})") from None
         return value
 
     @field_validator("window", "min_slice", "floor_margin", "interval", "failure_backoff_max", mode="before")
@@ -273,6 +279,8 @@ def read_config_file(path: Path | None) -> dict[str, Any]:
         raise SettingsError(f"bad setting: config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"bad setting: config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"bad setting: config file {path} is not valid TOML: it is not UTF-8 text") from None
     # The file may group keys under [kapture] and [sync] tables for readability.
     flat: dict[str, Any] = {}
     for key, value in data.items():

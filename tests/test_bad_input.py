@@ -50,7 +50,7 @@ class Case:
     what: str  # the mistake, as the table shows it
     args: tuple[str, ...]
     env: dict[str, str | None] = field(default_factory=dict)  # None removes a variable of GOOD
-    config: str | None = None  # written to DIR/k.toml and passed as --config
+    config: str | None = None  # written to DIR/k.toml and passed as --config; "\udcXX" is the byte XX
     exit: int = 2
     says: str = ""  # the part of the one line that names the setting
 
@@ -87,6 +87,23 @@ CASES = [
     Case("SQLite driver option that does not read", ("sync",),
          {"KAPTURE_SYNC_DATABASE_URL": "sqlite:///DIR/k.db?check_same_thread=maybe"},
          says="KAPTURE_SYNC_DATABASE_URL: String is not true/false: 'maybe'"),
+    Case("database URL with a port that is not a number", ("sync",),
+         {"KAPTURE_SYNC_DATABASE_URL": "postgresql://u:pw@127.0.0.1:badport/analytics"},
+         says="KAPTURE_SYNC_DATABASE_URL is not a database URL"),
+    Case("database URL naming a driver not shipped", ("sync",),
+         {"KAPTURE_SYNC_DATABASE_URL": "postgresql+psycopg2://u@127.0.0.1/analytics"},
+         says="KAPTURE_SYNC_DATABASE_URL names the driver 'postgresql+psycopg2'"),
+    Case("an '@' in the database password not written %40", ("sync",),
+         {"KAPTURE_SYNC_DATABASE_URL": "postgresql://u:Pw@ZORK@127.0.0.1:9/analytics"},
+         says="write an '@' in the password as %40"),
+    Case("URL that only looks like one", ("sync",), {"KAPTURE_BASE_URL": "http://[::1"},
+         says="KAPTURE_BASE_URL is not a URL"),
+    Case("cm_id beyond 64 bits", ("sync",), {"KAPTURE_CM_ID": "99999999999999999999999"},
+         says="KAPTURE_CM_ID Input should be less than 9223372036854775808"),
+    Case("timeout that is not finite", ("sync",), {"KAPTURE_TIMEOUT": "inf"},
+         says="KAPTURE_TIMEOUT Input should be a finite number"),
+    Case("config file that is not UTF-8", ("sync",), config="page_size = \"\udcff\"\n",
+         says="is not valid TOML: it is not UTF-8 text"),
     Case("bad cron expression", ("sync",), {"KAPTURE_SYNC_RECONCILE_CRON": "61 * * * *"},
          says="KAPTURE_SYNC_RECONCILE_CRON not a cron expression"),
     Case("interval 0", ("sync",), {"KAPTURE_SYNC_INTERVAL": "0"},
@@ -110,6 +127,10 @@ CASES = [
 ]  # fmt: skip
 
 
+def _bytes(config: str) -> bytes:
+    return config.encode("utf-8", "surrogateescape")
+
+
 def run_case(case: Case, folder: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
     for key, value in {**GOOD, **case.env}.items():
@@ -117,7 +138,7 @@ def run_case(case: Case, folder: Path) -> subprocess.CompletedProcess[str]:
             env[key] = value.replace("DIR", str(folder))
     args = [a.replace("DIR", str(folder)) for a in case.args]
     if case.config is not None:
-        (folder / "k.toml").write_text(case.config)
+        (folder / "k.toml").write_bytes(_bytes(case.config))
         args += ["--config", str(folder / "k.toml")]
     return subprocess.run(
         [sys.executable, "-m", "sync", *args], env=env, cwd=folder, capture_output=True, text=True, timeout=60
@@ -141,7 +162,7 @@ def test_every_bad_input_gets_one_line_naming_it_and_nothing_is_written(tmp_path
         written = sorted(p.name for p in folder.iterdir() if p.name != "k.toml")
         if written:
             wrong.append(f"{case.what}: wrote {written}")
-        if case.config is not None and (folder / "k.toml").read_text() != case.config:
+        if case.config is not None and (folder / "k.toml").read_bytes() != _bytes(case.config):
             wrong.append(f"{case.what}: changed the config file")
     assert not wrong, "\n".join(wrong)
 
@@ -151,9 +172,8 @@ def table() -> str:
     for case in CASES:
         given = [f"`{k}={v}`" if v is not None else f"no `{k}`" for k, v in case.env.items()]
         if case.config is not None:
-            given.append(
-                "config file: `" + " ".join(case.config.split())[:60] + ("...`" if len(case.config) > 60 else "`")
-            )
+            config = _bytes(case.config).decode("utf-8", "backslashreplace")
+            given.append("config file: `" + " ".join(config.split())[:60] + ("...`" if len(config) > 60 else "`"))
         command = "`kapture-sync " + " ".join(case.args).replace("DIR/", "") + "`"
         shown = case.says.replace("DIR/", "").replace("|", "\\|")
         rows.append(f"| {case.what}{': ' + ', '.join(given) if given else ''} | {command} | {case.exit} | `{shown}` |")
