@@ -15,6 +15,7 @@ from sync.db import writer
 from sync.models import Order
 from sync.runs import backfill, reconcile, sync
 from sync.transform import TOO_DEEP
+from sync.windows import to_ms
 from tests.conftest import settings_for
 from tests.helpers import assert_equals_truth, rejected, runs, storable, stored
 
@@ -80,6 +81,7 @@ def test_a_no_change_sync_checks_rows_below_the_floor_by_stamp_only_and_writes_n
     load = result.totals.load
     assert (load.inserted, load.updated) == (0, 0)
     assert result.totals.below_floor >= 0.9 * load.unchanged, "rows below the floor should skip mapping"
+    assert 0 < result.totals.below_floor <= load.unchanged, "rows checked below the floor are counted unchanged"
     assert runs(engine)[-1].details["below_floor"] == result.totals.below_floor
     after = stored(engine)
     assert all(after[i].synced_at == before[i].synced_at for i in before), "an unchanged row was rewritten"
@@ -112,7 +114,10 @@ def test_a_change_saved_under_the_same_stamp_is_stored_by_reconcile_and_counted(
     client = connect(settings)
     _synced_with_floors(emu, engine, settings, client)
     edited = emu.store.edit(n=6, keep_stamp=True)
-    assert all(stored(engine)[r["id"]].last_modification_time for r in edited)
+    held = stored(engine)
+    assert all(to_ms(held[r["id"]].last_modification_time) == r["lastModificationTime"] for r in edited), (
+        "the edits keep the stamp the database holds"
+    )
 
     sync(engine, client, settings)
     found = reconcile(engine, client, settings)

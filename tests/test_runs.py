@@ -243,6 +243,9 @@ def test_an_order_stamped_in_the_future_does_not_hide_later_changes(serve, engin
     result = sync(engine, client, settings, clock=lambda: t0 + timedelta(minutes=30))
     assert (result.totals.load.inserted, result.totals.load.updated) == (1, 1)
     assert stored(engine)[1].remarks == "v2" and 3 in stored(engine)
+    with engine.connect() as conn:
+        floors = conn.execute(select(SyncWindow.scan_floor).where(SyncWindow.scan_floor.is_not(None))).scalars().all()
+    assert floors and all(floor <= t0 + timedelta(minutes=30) for floor in floors), "no window floored in the future"
 
 
 def test_records_no_column_can_hold_are_rejected_and_the_good_ones_beside_them_stored(

@@ -58,3 +58,7 @@ def test_the_watermark_only_moves_forward(engine: Engine):
         advance_watermark(conn, ACCOUNT, None, run_id, NOW, NOW)
     with engine.connect() as conn:
         assert watermark(conn, ACCOUNT) == NOW
+    with writer(engine).begin() as conn:
+        advance_watermark(conn, ACCOUNT, NOW + timedelta(hours=1), run_id, NOW, NOW)
+    with engine.connect() as conn:
+        assert watermark(conn, ACCOUNT) == NOW + timedelta(hours=1), "a later stamp moves it"

@@ -188,11 +188,15 @@ def test_a_killed_caller_leaves_no_worker_and_no_pipe_held_open(tmp_path):
     caller = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert caller.stdout is not None
     worker_pid = int(caller.stdout.readline())
+    assert caller.stderr is not None
+    callers_pipes = {f"pipe:[{os.fstat(stream.fileno()).st_ino}]" for stream in (caller.stdout, caller.stderr)}
+    workers_files = {os.readlink(f"/proc/{worker_pid}/fd/{fd}") for fd in os.listdir(f"/proc/{worker_pid}/fd")}
+    assert not callers_pipes & workers_files, "the worker holds the caller's stdout or stderr"
     os.kill(caller.pid, signal.SIGKILL)
     caller.wait()
     started = time.monotonic()
     assert caller.stdout.read() == b"", "the worker holds none of the caller's pipes: EOF at once"
-    assert caller.stderr is not None and caller.stderr.read() == b""
+    assert caller.stderr.read() == b""
     assert time.monotonic() - started < 5
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
