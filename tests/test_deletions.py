@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
+import pytest
+from sqlalchemy import Engine, insert
 
+from sync.db import writer
+from sync.deletions import DeletionRules, settle
+from sync.load import upsert_orders
+from sync.models import SyncWindow
 from sync.runs import backfill, reconcile
+from sync.schedule import Task
+from sync.state import Account, Progress
+from sync.transform import to_row
+from sync.windows import Window, to_ms
 from tests.conftest import settings_for
 from tests.helpers import storable, stored
 
@@ -84,3 +93,68 @@ def test_deletions_are_off_by_default(start_emulator, engine: Engine, database_u
     reconcile(engine, client, settings)
     reconcile(engine, client, settings)
     assert all(stored(engine)[r["id"]].deleted_at is None for r in gone)
+
+
+# `settle` alone, on a window whose ten orders are stored and whose last complete read served ten:
+# a read that serves eight of them marks the two missing only when it is complete and stable.
+_START = datetime(2024, 5, 1, tzinfo=UTC)
+_WINDOW = Window(_START, _START + timedelta(days=1))
+_NOW = _START + timedelta(days=3)
+_ACCOUNT = Account(1000298)
+_RULES = DeletionRules(enabled=True, max_share=0.25)
+
+
+def _stored_window(engine: Engine, previous_count: int = 8) -> list[int]:
+    ids = list(range(1, 11))
+    records = [
+        {"id": i, "createDate": to_ms(_START) + i * 1000, "lastModificationTime": to_ms(_START) + i * 1000} for i in ids
+    ]
+    with writer(engine).begin() as conn:
+        upsert_orders(conn, _ACCOUNT.cm_id, [to_row(r, _ACCOUNT.cm_id, _NOW) for r in records])
+        conn.execute(
+            insert(SyncWindow).values(
+                cm_id=_ACCOUNT.cm_id,
+                stream=_ACCOUNT.stream,
+                window_start=_WINDOW.start,
+                window_end=_WINDOW.end,
+                last_scanned_at=_NOW - timedelta(days=1),
+                order_count=previous_count,
+                scans=1,
+            )
+        )
+    return ids
+
+
+def _settle(engine: Engine, task: Task, proven: bool = True) -> int:
+    with writer(engine).begin() as conn:
+        return settle(conn, _ACCOUNT, task, set(range(1, 9)), 8, proven, _RULES, _NOW).marked
+
+
+def _resumed() -> Progress:
+    return Progress(_NOW, _WINDOW.end, None, None, _WINDOW, 40, 40, 0, None)
+
+
+def test_settle_marks_the_missing_orders_of_a_complete_stable_read(engine: Engine):
+    _stored_window(engine)
+    assert _settle(engine, Task(_WINDOW, _WINDOW.end, None, "reconcile")) == 2
+    assert {i for i, o in stored(engine).items() if o.deleted_at is not None} == {9, 10}
+
+
+@pytest.mark.parametrize(
+    "task, proven, why",
+    [
+        (Task(_WINDOW, _WINDOW.end, None, "reconcile"), False, "its end was not proven (a short page trusted)"),
+        (Task(_WINDOW, _WINDOW.end, None, "resume", _resumed()), True, "resumed mid-window, not read from its start"),
+        (Task(_WINDOW, _WINDOW.end - timedelta(hours=1), None, "lookback"), True, "the window had not closed"),
+    ],
+    ids=["end not proven", "resumed", "window still open"],
+)
+def test_settle_marks_nothing_from_a_read_that_is_not_complete(engine: Engine, task, proven, why):
+    _stored_window(engine)
+    assert _settle(engine, task, proven) == 0, why
+    assert all(o.deleted_at is None for o in stored(engine).values())
+
+
+def test_settle_marks_nothing_while_the_count_served_still_changes(engine: Engine):
+    _stored_window(engine, previous_count=10)  # the last complete read served ten: this one's eight is news
+    assert _settle(engine, Task(_WINDOW, _WINDOW.end, None, "reconcile")) == 0
