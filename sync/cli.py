@@ -336,11 +336,34 @@ def export_command(
     return None
 
 
+@contextmanager
+def _settings_file_created(path: Path) -> Iterator[None]:
+    """An empty config file at `path` while `check --write-config` runs, removed if nothing was written."""
+    try:
+        path.touch(exist_ok=False)
+    except OSError as exc:
+        raise SettingsError(f"bad setting: cannot create config file {path}: {exc.strerror}") from None
+    try:
+        yield
+    finally:
+        if path.stat().st_size == 0:
+            path.unlink()
+
+
 @cli.command("check")
 @click.option("--write-config", is_flag=True, help="Write the settings the account showed into the config file.")
 @_settings_options
 def check_command(write_config: bool, **params: Any) -> None:
     """Validate settings, reach the database and Kapture, and learn how the API reads its filters."""
+    named = config_path(params.get("config"))
+    if write_config and named is not None and not named.exists():  # "created if missing", as the default is
+        with _settings_file_created(named):
+            _check(write_config, params)
+    else:
+        _check(write_config, params)
+
+
+def _check(write_config: bool, params: dict[str, Any]) -> None:
     from sync.config_edit import toml_value, write_settings
     from sync.probe import BUDGET, describe, disagreements, mismatch_line, probe
 

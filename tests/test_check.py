@@ -64,3 +64,20 @@ def test_what_check_could_not_learn_is_said_instead_of_agreement(start_emulator,
     assert found.returncode == 0, found.stderr
     last = found.stdout.splitlines()[-1]
     assert last.startswith("no setting contradicted, but not known: KAPTURE_TIMEZONE, KAPTURE_END_INCLUSIVE"), last
+
+
+def test_write_config_creates_the_file_named_by_config_when_it_is_missing(start_emulator, database_url, tmp_path):
+    """The README's "created if missing" held only for the default path: `--config new.toml` failed
+    with "config file new.toml does not exist" before anything was learnt."""
+    emu, serving = start_emulator(end_inclusive=False)
+    env = account_env(serving.url, database_url)
+    written = run_cli("check", "--write-config", "--config", "new.toml", env=env, cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    assert "end_inclusive = false" in (tmp_path / "new.toml").read_text()
+
+    agreeing = start_emulator()[1]  # nothing to write: no empty file is left behind
+    quiet = run_cli(
+        "check", "--write-config", "--config", "other.toml", env=account_env(agreeing.url, database_url), cwd=tmp_path
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert not (tmp_path / "other.toml").exists()
