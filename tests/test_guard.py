@@ -166,3 +166,81 @@ def test_a_stop_during_the_guards_wider_request_ends_the_run_within_seconds_as_i
     [run] = runs(engine)
     assert run.outcome == "interrupted" and run.finished_at is not None, run
     assert not finished(engine), "no empty window is recorded read without the guard's confirmation"
+
+
+# -- Windows that are not empty though their last read served nothing; a server limiting a request's span ---
+
+CLOSED_DAY = date(2025, 3, 10)  # pinned, long closed: every read of it ends at its end and may resume
+
+
+def _noon_ms(day: date) -> int:
+    return to_ms(datetime.combine(day, datetime.min.time(), IST) + timedelta(hours=12))
+
+
+def test_a_resumed_window_whose_earlier_pages_served_orders_is_recorded_read_though_its_resumed_read_came_back_empty(
+    start_emulator, engine: Engine, database_url, connect
+):
+    """A backfill interrupted right after a window's one full page resumes at the empty page after it: the
+    window is not empty (its orders were served and stored before the interruption), so the resumed run
+    asks no wider request, succeeds and records the window read, where holding it as empty would have
+    found those orders and stopped the run as a bad setting."""
+    emu, serving = start_emulator(orders=0, days=1, now_ms=_noon_ms(CLOSED_DAY) + 60 * 24 * 3_600_000)
+    emu.store.create(10, at_ms=_noon_ms(CLOSED_DAY))
+    # One page per transaction, one fetching thread: the full page commits before the interruption.
+    settings = settings_for(serving.url, database_url, page_size=10, commit_rows=1, concurrency=1)
+    client = connect(settings)
+    pull_as = client.pull_as
+
+    def interrupted_after_the_first_page(read: Any, filters: dict[str, str], offset: int, limit: int) -> Any:
+        if offset > 0:
+            raise Stopped("received SIGTERM")
+        return pull_as(read, filters, offset, limit)
+
+    client.pull_as = interrupted_after_the_first_page  # type: ignore[method-assign]
+    with pytest.raises(Stopped):
+        backfill(engine, client, settings, CLOSED_DAY, CLOSED_DAY)
+    [row] = ledger_rows(engine)
+    assert (row["progress_offset"], row["progress_seen"], row["last_scanned_at"]) == (10, 10, None)
+
+    since = emu.pull_log()["last_seq"]
+    result = backfill(engine, connect(settings), settings, CLOSED_DAY, CLOSED_DAY)
+    assert result.outcome == "success" and result.totals.windows == 1
+    asked = [(r["createStartDate"], r["createEndDate"], int(r["offset"])) for r in emu.pull_log(since)["requests"]]
+    day = CLOSED_DAY.isoformat()
+    assert asked == [(day, day, 10)], "the resumed read was taken for an empty window and checked again"
+    [row] = finished(engine)
+    assert row["progress_started_at"] is None
+    assert [r.outcome for r in runs(engine)] == ["interrupted", "success"]
+    assert_equals_truth(engine, emu.store.truth())
+
+
+def test_a_server_refusing_the_guards_wide_request_is_asked_for_the_last_empty_window_alone_and_a_wrong_end_rule_stops(
+    serve, engine: Engine, database_url, connect
+):
+    """An exclusive end read as inclusive, on a server that refuses any request spanning more than two
+    days: every one-day window comes back empty, the request over all three is refused, and the last day
+    asked alone (its end one day later) serves its order: the run stops as a bad setting, no window read."""
+    days = [CLOSED_DAY + timedelta(days=n) for n in range(3)]
+    held = [{"id": 500 + n, "createDate": _noon_ms(d), "lastModificationTime": _noon_ms(d)} for n, d in enumerate(days)]
+    asked: list[tuple[str, str]] = []
+
+    def exclusive_end_spanning_at_most_two_days(body: dict) -> list[dict] | bytes:
+        start, end = body["createStartDate"], body["createEndDate"]
+        asked.append((start, end))
+        if date.fromisoformat(end) - date.fromisoformat(start) > timedelta(days=2):
+            return b'{"status": "failed", "message": "the date range must be at most 2 days"}'
+        if int(body["offset"]) > 0:
+            return []
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+        return [r for r in held if first <= datetime.fromtimestamp(r["createDate"] / 1000, IST).date() < last]
+
+    settings = settings_for(serve(exclusive_end_spanning_at_most_two_days), database_url)
+    with pytest.raises(ReadContradicted, match="came back empty") as raised:
+        backfill(engine, connect(settings), settings, days[0], days[-1])
+    assert f"served order {held[-1]['id']} created" in str(raised.value)
+    after = (days[-1] + timedelta(days=1)).isoformat()
+    wide, alone = (days[0].isoformat(), after), (days[-1].isoformat(), after)
+    assert asked[-2:] == [wide, alone], "the refused wide request was not followed by the last window alone"
+    assert sorted(set(asked[:-2])) == [(d.isoformat(), d.isoformat()) for d in days]
+    assert finished(engine) == [], "an empty window was recorded read on the strength of a wrong end rule"
+    assert [(r.outcome, r.error) for r in runs(engine)] == [("failed", str(raised.value))]

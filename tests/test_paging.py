@@ -241,3 +241,39 @@ def test_a_refused_limit_falls_back_and_the_page_says_which_limit_was_sent(start
     assert sent == FALLBACK_PAGE_SIZE and len(page.records) == 50 and len(page.keys) == 50
     assert isinstance(pull_page(client, filters, 0, 1000), Page)  # the old shape, for callers that need no limit
     assert {int(r["limit"]) for r in emu.pull_log(emu.pull_log()["last_seq"] - 2)["requests"]} == {FALLBACK_PAGE_SIZE}
+
+
+def test_a_page_with_new_rows_starts_the_count_of_repeated_drifted_and_short_known_pages_afresh(serve, connect):
+    """Each misbehaviour once, each time followed by a page of new rows, then again: a page served twice,
+    a full page of rows already read in another arrangement, a short page of rows already read. Two in a
+    row would stop the run or end the window unproven; apart, the window is read to its end, proven."""
+    rows = orders(range(65))
+    script = {  # offset asked for -> rows served (limit 10; offsets advance by rows served)
+        0: rows[0:10],
+        10: rows[0:10],  # the same page again: an ignored offset, once
+        20: rows[10:20],
+        30: rows[10:20],  # again, after new rows: not the second in a row
+        40: rows[20:30],
+        50: rows[20:30][::-1],  # rows already read, pushed back (drift), once
+        60: rows[30:40],
+        70: rows[30:40][::-1],
+        80: rows[40:50],
+        90: rows[45:50],  # a short page of rows already read, once
+        95: rows[50:60],
+        105: rows[55:60],
+        110: rows[60:65],  # short, new, the limit seen honoured: the end
+    }
+    asked: list[int] = []
+
+    def misbehaving_once_at_a_time(body: dict) -> list[dict]:
+        asked.append(int(body["offset"]))
+        return script[int(body["offset"])]
+
+    rules = PagingRules(
+        ZoneInfo("Asia/Kolkata"), "date", True, 10, 10_000, timedelta(minutes=1), max_stale_pages=2, max_drift_pages=2
+    )
+    events = list(scan_window(connect(settings_for(serve(misbehaving_once_at_a_time))), TASK, rules))
+    ids = [r["id"] for e in events if isinstance(e, PageFetched) for r in e.records]
+    assert ids == list(range(65)), "an order was missed or handed on twice"
+    assert asked == list(script)
+    assert isinstance(events[-1], WindowScanned) and events[-1].proven is True
