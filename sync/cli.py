@@ -33,7 +33,7 @@ from sync.memory import tune_malloc
 from sync.runs import RunResult, backfill, reconcile, sync
 from sync.schedule import Task
 from sync.settings import DEFAULT_CONFIG_PATH, DatabaseSettings, Settings, config_path, load_settings, today_in
-from sync.stop import Stop, Stopped
+from sync.stop import Stop, Stopped, Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,7 +118,7 @@ def _stopping() -> Iterator[Stop]:
 
     def on_signal(signum: int, frame: object) -> None:
         if stop.is_set():  # the operator does not want to wait for the page boundary
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
         stop.set(f"received {signal.Signals(signum).name}")
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -443,8 +443,8 @@ def _register_emulator() -> None:
 _register_emulator()
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     tune_malloc()
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = cli.main(args=args, prog_name="kapture-sync", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         click.echo(f"kapture-sync: database error: {str(getattr(exc, 'orig', exc)).splitlines()[0]}", err=True)
         return DatabaseUnavailable.exit_code
-    except (KeyboardInterrupt, Stopped):
+    except (KeyboardInterrupt, Terminated, Stopped):
         click.echo("kapture-sync: interrupted", err=True)
         return 130
     except Exception as exc:

@@ -45,7 +45,7 @@ from sync.state import (
     watermark,
     window_rows,
 )
-from sync.stop import Stop, Stopped
+from sync.stop import Stop, Stopped, Terminated
 from sync.worker import Preparer
 
 log = structlog.get_logger(__name__)
@@ -204,7 +204,7 @@ def execute(
                         _commit(committer, admitted, stop, on_window, settings)
             _commit(committer, guard.finish(), stop, on_window, settings)
             outcome = "success"
-        except (KeyboardInterrupt, Stopped):
+        except (KeyboardInterrupt, Terminated, Stopped):
             outcome, error = "interrupted", "stopped by a signal"
             raise
         except DBAPIError as exc:

@@ -29,6 +29,14 @@ class Stopped(Exception):
         self.reason = reason
 
 
+class Terminated(BaseException):
+    """SIGTERM where no `Stop` is listened for (a command that is no run, a second signal).
+
+    A `KeyboardInterrupt` would do, but click answers one by printing a blank line to close the
+    terminal's `^C` echo, of which a SIGTERM leaves none: the one line would come second.
+    """
+
+
 class Stop:
     """A one-way flag with a reason; `Stop()` is never set unless someone calls `set`."""
 

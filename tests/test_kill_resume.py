@@ -17,6 +17,7 @@ from sync.cli import _stopping
 from sync.db import make_engine
 from sync.models import SyncWindow
 from sync.settings import today_in
+from sync.stop import Terminated
 from tests.helpers import assert_equals_truth, runs
 
 FIRST = (date.today() - timedelta(days=25)).isoformat()
@@ -122,17 +123,46 @@ def test_a_signal_stops_cleanly_records_the_run_as_interrupted_and_frees_the_acc
     engine.dispose()
 
 
-def test_the_first_signal_sets_the_runs_stop_and_a_second_raises_at_once():
+@pytest.mark.parametrize(
+    "second, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)], ids=["SIGINT", "SIGTERM"]
+)
+def test_the_first_signal_sets_the_runs_stop_and_a_second_raises_at_once(second, raised):
     """A one-shot run is stopped at a page boundary, unless the operator signals again."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     first: list[str] = []
-    with pytest.raises(KeyboardInterrupt), _stopping() as stop:
+    with pytest.raises(raised), _stopping() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         deadline = time.monotonic() + 5
         while not stop.is_set() and time.monotonic() < deadline:
             time.sleep(0.01)  # the handler runs in this thread between two bytecodes, soon after the signal
         first.append(stop.reason)
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), second)
         time.sleep(5)
     assert first == ["received SIGTERM"]
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_sigterm_to_a_command_that_is_no_run_leaves_the_one_line_alone(start_emulator, tmp_path):
+    """click closes a terminal's `^C` echo with a blank line before the one line; a SIGTERM leaves none."""
+    emu, serving = start_emulator(orders=100, days=3)
+    emu.faults.latency_ms = 20_000  # `check` waits in its first request
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
+    env.update(
+        {
+            "KAPTURE_BASE_URL": serving.url,
+            "KAPTURE_USERNAME": "demo",
+            "KAPTURE_PASSWORD": "demo",
+            "KAPTURE_CM_ID": "1000298",
+            "KAPTURE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}",
+        }
+    )
+    check = subprocess.Popen(
+        [sys.executable, "-m", "sync", "check"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert check.stdout is not None
+    assert check.stdout.readline().startswith("settings ok")  # past start-up, about to ask Kapture
+    time.sleep(0.5)
+    check.send_signal(signal.SIGTERM)
+    _, err = check.communicate(timeout=30)
+    assert check.returncode == 130
+    assert [line for line in err.splitlines() if not line.startswith("{")] == ["kapture-sync: interrupted"]
