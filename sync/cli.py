@@ -356,10 +356,12 @@ def _settings_file_created(path: Path) -> Iterator[None]:
 def check_command(write_config: bool, **params: Any) -> None:
     """Validate settings, reach the database and Kapture, and learn how the API reads its filters."""
     named = config_path(params.get("config"))
-    if write_config and named is not None and not named.exists():  # "created if missing", as the default is
-        with _settings_file_created(named):
-            _check(write_config, params)
-    else:
+    creating = (  # "created if missing", as the default path is
+        _settings_file_created(named)
+        if write_config and named is not None and not named.exists()
+        else contextlib.nullcontext()
+    )
+    with creating:
         _check(write_config, params)
 
 

@@ -42,11 +42,7 @@ from sqlalchemy import Engine
 
 from sync import runs
 from sync.client import KaptureClient, make_client, make_http_client
-from sync.db import (
-    ensure_schema,
-    make_engine,
-    redact,
-)
+from sync.db import ensure_schema, make_engine, redact
 from sync.errors import LeaseHeld, SettingsError, SyncError
 from sync.metrics import DatabaseCollector, Metrics, ObservationServer, Watched, health
 from sync.settings import Settings

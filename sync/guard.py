@@ -36,7 +36,7 @@ from sync.paging import Event, PageFetched, PagingRules, WindowScanned, pull_pag
 from sync.prefetch import prefetched
 from sync.schedule import Task
 from sync.stop import Stop
-from sync.transform import EARLIEST_MS, LATEST_MS
+from sync.transform import epoch_ms
 from sync.windows import DAY, Window, from_ms, request_bounds, to_ms
 
 log = structlog.get_logger(__name__)
@@ -45,18 +45,9 @@ SECOND = timedelta(seconds=1)
 
 
 def created_ms(record: Any) -> int | None:
-    """A record's `createDate` in epoch ms, or None when it is missing or unreadable (that record is
-    rejected by the transform; it says nothing about the window)."""
-    value = record.get("createDate") if isinstance(record, dict) else None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, int) and EARLIEST_MS <= value <= LATEST_MS:  # the year 87,000 is no window's
-        return value
-    return None
+    """A record's `createDate` in epoch ms as the transform reads it, or None when it is missing or
+    unreadable, the year 87,000 included (that record is rejected; it says nothing about the window)."""
+    return epoch_ms(record.get("createDate")) if isinstance(record, dict) else None
 
 
 def created_of(records: list[Any], prepared: Mapping[int, Any] | None = None) -> Iterator[tuple[Any, int | None]]:

@@ -30,7 +30,10 @@ class Unwritable(ValueError):
 
 
 class Unreadable:
-    """A value (or key) of a salvaged page that JSON text cannot carry, standing in for it with its text."""
+    """A value (or key) of a salvaged page that JSON text cannot carry, standing in for it with its text.
+
+    A plain class, not a dataclass: orjson writes dataclasses as objects, and this must be refused.
+    """
 
     __slots__ = ("text", "reason")
 
@@ -38,7 +41,7 @@ class Unreadable:
         self.text = text
         self.reason = reason
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # as a rejection's reason quotes a value: "expected a number, got 'NaN' (...)"
         return f"{self.text!r} ({self.reason})"
 
     def __eq__(self, other: object) -> bool:
@@ -46,9 +49,6 @@ class Unreadable:
 
     def __hash__(self) -> int:
         return hash((self.text, self.reason))
-
-    def __reduce__(self) -> tuple[Any, ...]:  # pickled to and from the worker process
-        return (Unreadable, (self.text, self.reason))
 
 
 _NOT_UNICODE = "text that is not valid Unicode"
@@ -178,7 +178,8 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 
 def _python_json(value: Any, sort_keys: bool) -> bytes:
-    """What orjson would write, for a value orjson cannot write (an integer beyond 64 bits)."""
+    """What orjson would write, for a value orjson cannot write (an integer beyond 64 bits); raises
+    Unwritable for one nested too deeply or holding an `Unreadable`."""
     if _deeper_than(value, MAX_DEPTH):
         raise Unwritable(f"nested too deeply to be written back as JSON (nested more than {MAX_DEPTH} levels deep)")
     try:

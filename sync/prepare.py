@@ -165,7 +165,7 @@ def _fast(record: Any, cm_id: int, copy: bool) -> Prepared | None:
         return None
     try:
         raw_json = canonical_json(record)
-    except BadValue:  # nested too deeply: the general path words the rejection
+    except BadValue:  # not writable as served: the general path words the rejection
         return None
     if b"\\u0000" in raw_json:
         return None

@@ -75,7 +75,7 @@ def cut(raw: Any, depth: int = CUT_DEPTH) -> Any:
 
 
 def _kept(raw: Any) -> tuple[Any, bytes, str | None]:
-    """What a record is kept as, its canonical JSON, and why it had to be cut (None: kept whole)."""
+    """What a record is kept as, its canonical JSON, and why it could not be kept as served (None: it was)."""
     try:
         return raw, canonical_json(raw), None
     except BadValue as exc:
@@ -115,6 +115,16 @@ def _integer(value: Any) -> int | None:
             if number == number.to_integral_value():
                 return int(number)
     raise BadValue(f"expected an integer, got {value!r}")
+
+
+def epoch_ms(value: Any) -> int | None:
+    """A time as `to_row` reads it (an integer, a whole float, digits as text), in epoch ms; None
+    where it reads none or rejects the value (out of 1990..2200, not a number)."""
+    try:
+        number = _integer(value)
+    except BadValue:
+        return None
+    return number if number is not None and EARLIEST_MS <= number <= LATEST_MS else None
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -313,7 +323,7 @@ def _typed_columns(record: dict[str, Any], cm_id: int) -> dict[str, Any] | None:
 def to_row(record: Any, cm_id: int, synced_at: datetime) -> dict[str, Any] | Rejection:
     """Map one record; `raw` keeps it exactly as received so an undocumented field is never lost."""
     if type(record) is dict and (row := _typed_columns(record, cm_id)) is not None:
-        with suppress(BadValue):  # nested too deeply: the full path words the rejection
+        with suppress(BadValue):  # not writable as served: the full path words the rejection
             raw_json = canonical_json(record)
             if b"\\u0000" not in raw_json:
                 return _completed(row, record, raw_json, cm_id, synced_at)
@@ -359,9 +369,9 @@ def _to_row_in_full(record: Any, cm_id: int, synced_at: datetime) -> dict[str, A
         value = row.get(column)
         if value is not None and not -bound <= value < bound:
             problems.append(f"{api}: {value} is out of range for its column")
-    kept, raw_json, too_deep = _kept(record)
-    if too_deep is not None:
-        problems.append(too_deep)
+    kept, raw_json, unwritable = _kept(record)
+    if unwritable is not None:
+        problems.append(unwritable)
     nul = _nul_field(kept) if b"\\u0000" in raw_json else None  # the byte search is the cheap filter
     if nul is not None:
         problems.append(f"{nul}: contains a NUL character, which the database cannot store")
