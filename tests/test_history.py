@@ -7,11 +7,13 @@ from datetime import UTC, date, datetime, timedelta
 import orjson
 import pytest
 from alembic import command
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, delete, select, text
 
+from sync import history as history_module
 from sync.db import alembic_config, make_engine, upgrade, writer
-from sync.load import upsert_orders
-from sync.models import OrderVersion, SyncAccount, ZoneOffset
+from sync.load import stored_versions, upsert_orders, upsert_prepared
+from sync.models import Order, OrderVersion, SyncAccount, ZoneOffset
+from sync.prepare import prepare
 from sync.runs import backfill, reconcile, sync
 from sync.transform import to_row
 from tests.conftest import settings_for
@@ -88,6 +90,73 @@ def test_versions_commit_and_roll_back_with_the_rows(engine: Engine):
     with writer(engine).begin() as conn:
         upsert_orders(conn, 1000298, [to_row(record, 1000298, now)])
     assert [v.first_seen_at for v in versions(engine)[9]] == [now]
+
+
+def _served(order_id: int, modified_ms: int, status: str = "DL") -> dict:
+    return {
+        "id": order_id,
+        "createDate": 1_790_000_000_000,
+        "lastModificationTime": modified_ms,
+        "deliveryStatus": status,
+    }
+
+
+def _write(engine: Engine, records: list[dict], synced: datetime, prepared: bool) -> None:
+    """One page through the writer's path (`prepared`) or `reconcile`'s (mapped rows)."""
+    with writer(engine).begin() as conn:
+        have = stored_versions(conn, 1000298, [r["id"] for r in records])
+        if prepared:
+            rows = [r for r in prepare(records, 1000298, engine.dialect.name) if isinstance(r, tuple)]
+            upsert_prepared(conn, 1000298, rows, have, synced)
+        else:
+            upsert_orders(conn, 1000298, [to_row(r, 1000298, synced) for r in records], have)
+
+
+@pytest.mark.parametrize("prepared", [True, False], ids=["writer", "reconcile"])
+def test_an_order_deleted_by_hand_comes_back_with_its_history_intact(engine: Engine, prepared: bool):
+    """Rows new to `orders` are recorded without `ON CONFLICT` on PostgreSQL; an order deleted from
+    `orders` by hand, with its versions kept, is new to `orders` but not to `order_versions`: its
+    page must neither fail nor record the version twice, and the page's other rows still count."""
+    t1, t2 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
+    _write(engine, [_served(1, 1_790_000_000_000), _served(2, 1_790_000_000_000)], t1, prepared)
+    with writer(engine).begin() as conn:
+        conn.execute(delete(Order).where(Order.id == 1))
+    page = [_served(1, 1_790_000_000_000), _served(2, 1_790_000_500_000, "RTO"), _served(3, 1_790_000_000_000)]
+    _write(engine, page, t2, prepared)
+    history = {
+        i: [(v.last_modification_time, v.delivery_status, v.first_seen_at) for v in vs]
+        for i, vs in versions(engine).items()
+    }
+    stamp = datetime.fromtimestamp(1_790_000_000, UTC)
+    later = datetime.fromtimestamp(1_790_000_500, UTC)
+    assert history == {
+        1: [(stamp, "DL", t1)],  # recorded once, when first seen
+        2: [(stamp, "DL", t1), (later, "RTO", t2)],
+        3: [(stamp, "DL", t2)],
+    }
+    assert set(stored(engine)) == {1, 2, 3}
+
+
+def test_a_page_of_new_orders_is_recorded_without_speculative_inserts_on_postgresql(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """`ON CONFLICT` doubles PostgreSQL's work for every row it inserts; orders new to `orders`
+    cannot have a version unless one was deleted by hand, so theirs are copied by a plain INSERT."""
+    sent: list[str] = []
+    real = history_module.run
+
+    def spy(conn, statement, params, many=False):  # noqa: ANN001, ANN202 (the real `run`, watched)
+        sent.append(statement)
+        return real(conn, statement, params, many)
+
+    monkeypatch.setattr(history_module, "run", spy)
+    _write(engine, [_served(i, 1_790_000_000_000) for i in range(1, 6)], datetime(2026, 11, 1, tzinfo=UTC), True)
+    _write(
+        engine, [_served(1, 1_790_000_500_000), _served(9, 1_790_000_000_000)], datetime(2026, 11, 2, tzinfo=UTC), True
+    )
+    conflicts = ["ON CONFLICT" in s for s in sent if "order_versions" in s]
+    assert conflicts == ([False, False, True] if engine.dialect.name == "postgresql" else [True, True])
+    assert sum(map(len, versions(engine).values())) == 7
 
 
 def test_a_run_records_its_zone_and_the_offsets_sqlite_needs(start_emulator, engine: Engine, database_url, connect):
