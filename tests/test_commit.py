@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import Engine, delete, select, update
 
+from sync.commit import age_bucket
 from sync.db import writer
-from sync.models import Order
+from sync.guard import requested_span
+from sync.models import Order, SyncWindow
 from sync.runs import backfill, reconcile, sync
 from sync.transform import TOO_DEEP
-from sync.windows import to_ms
+from sync.windows import from_ms, to_ms
 from tests.conftest import settings_for
 from tests.helpers import assert_equals_truth, rejected, runs, storable, stored
 
@@ -368,3 +370,97 @@ def test_an_integer_beyond_64_bits_in_a_text_field_is_stored_as_its_digits(
     backfill(engine, connect(settings), settings, day, day)
     row = stored(engine)[1]
     assert (row.remarks, row.raw["remarks"]) == (str(big), big)
+
+
+def _window_row(engine: Engine) -> dict[str, Any]:
+    """The one ledger row, as the `sync_window_coverage` view shows it to an analyst, with the
+    table's own newest stamp beside it."""
+    with engine.connect() as conn:
+        [row] = conn.execute(
+            select(SyncWindow.max_last_modification_time, SyncWindow.changes_found, SyncWindow.order_count)
+        ).all()
+        [seen] = conn.exec_driver_sql("SELECT changes_found, order_count FROM sync_window_coverage").all()
+    return {"max_lmt": row[0], "changes": row[1], "orders": row[2], "view": (seen[0], seen[1])}
+
+
+def test_a_windows_ledger_row_holds_the_newest_stamp_and_the_changes_of_its_whole_read_across_pages(
+    serve, engine: Engine, database_url, connect
+):
+    """`max_last_modification_time` and `changes_found` describe the window's whole read, which here
+    spans three pages, each committed alone: not the last page's, nor the last commit's."""
+    day, noon = _two_days_ago_at_noon()
+    served: list[dict[str, Any]] = [
+        {"id": i, "createDate": noon + i, "lastModificationTime": noon + 3_600_000 - i} for i in range(1, 26)
+    ]
+    settings = settings_for(serve(_paged(served)), database_url, page_size=10, commit_rows=1)
+    client = connect(settings)
+
+    backfill(engine, client, settings, day, day)
+
+    first = _window_row(engine)
+    assert first["max_lmt"] == from_ms(noon + 3_600_000 - 1), "the newest stamp was on the first page"
+    assert (first["changes"], first["orders"]) == (25, 25)
+    assert first["view"] == (25, 25)
+
+    edited = {12: noon + 7_200_000, 24: noon + 9_000_000, 3: noon + 5_000_000}  # on pages 2, 3 and 1
+    for i, stamp in edited.items():
+        served[i - 1] = {**served[i - 1], "lastModificationTime": stamp, "deliveryStatus": "DL"}
+    again = backfill(engine, client, settings, day, day, refetch=True)
+
+    second = _window_row(engine)
+    assert (again.totals.load.updated, again.totals.load.inserted) == (3, 0)
+    assert second["max_lmt"] == from_ms(noon + 9_000_000), "the newest stamp, served on the last page"
+    assert (second["changes"], second["orders"]) == (3, 25), "changes_found counts this read's changes only"
+    assert second["view"] == (3, 25)
+
+
+@pytest.mark.parametrize(
+    ("days", "bucket"),
+    [
+        (0, "0-7 days"),
+        (7, "0-7 days"),
+        (8, "8-30 days"),
+        (30, "8-30 days"),
+        (31, "31-90 days"),
+        (90, "31-90 days"),
+        (91, "91-365 days"),
+        (365, "91-365 days"),
+        (366, "over 365 days"),
+    ],
+)
+def test_an_order_on_a_bucket_boundary_is_counted_in_the_bucket_its_label_names(days: int, bucket: str) -> None:
+    """The labels are inclusive ranges of whole days: "0-7 days" holds an order exactly 7 days old."""
+    assert age_bucket(days) == bucket
+
+
+def test_the_runs_changes_by_age_count_orders_either_side_of_a_boundary_in_their_own_bucket(
+    serve, engine: Engine, database_url, connect
+):
+    """What `reconcile` prints and `sync_runs.details.changed_by_age` keeps: an order created 7 days
+    and 23 hours before the run is "0-7 days" old, one created 8 days before is "8-30 days"."""
+    zone = ZoneInfo("Asia/Kolkata")
+    now = datetime.now(UTC).replace(microsecond=0)
+    ages = [
+        timedelta(days=7, hours=23),
+        timedelta(days=8, minutes=1),
+        timedelta(days=30, hours=23),
+        timedelta(days=31, minutes=1),
+    ]
+    served = [
+        {"id": n, "createDate": to_ms(now - age), "lastModificationTime": to_ms(now) - 60_000}
+        for n, age in enumerate(ages, start=1)
+    ]
+
+    def answer(body: dict) -> list[dict]:
+        low, high = requested_span(body["createStartDate"], body["createEndDate"], zone, True)
+        inside = [r for r in served if low <= r["createDate"] < high]
+        return inside[int(body["offset"]) : int(body["offset"]) + int(body["limit"])]
+
+    settings = settings_for(serve(answer), database_url)
+    first = (now - timedelta(days=32)).astimezone(zone).date()
+    result = backfill(engine, connect(settings), settings, first, clock=lambda: now)
+
+    assert result.totals.load.inserted == 4
+    details = runs(engine)[-1].details or {}
+    assert details.get("changed_by_age") == {"0-7 days": 1, "8-30 days": 2, "31-90 days": 1}
+    assert details.get("oldest_change_days") == 31

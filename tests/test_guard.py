@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from sync.errors import ReadContradicted
-from sync.guard import widened_end
+from sync.guard import requested_span, widened_end
 from sync.models import SyncWindow
 from sync.runs import backfill, rules_of
 from sync.stop import Stop, Stopped
@@ -244,3 +244,64 @@ def test_a_server_refusing_the_guards_wide_request_is_asked_for_the_last_empty_w
     assert sorted(set(asked[:-2])) == [(d.isoformat(), d.isoformat()) for d in days]
     assert finished(engine) == [], "an empty window was recorded read on the strength of a wrong end rule"
     assert [(r.outcome, r.error) for r in runs(engine)] == [("failed", str(raised.value))]
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+HOUR_MS = 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "end_inclusive", "first_utc", "hours"),
+    [
+        pytest.param(
+            "2025-03-09", "2025-03-09", True, datetime(2025, 3, 9, 5, tzinfo=UTC), 23, id="spring day, inclusive"
+        ),
+        pytest.param(
+            "2025-03-09", "2025-03-10", False, datetime(2025, 3, 9, 5, tzinfo=UTC), 23, id="spring day, exclusive"
+        ),
+        pytest.param(
+            "2025-11-02", "2025-11-02", True, datetime(2025, 11, 2, 4, tzinfo=UTC), 25, id="fall day, inclusive"
+        ),
+        pytest.param(
+            "2025-11-02", "2025-11-03", False, datetime(2025, 11, 2, 4, tzinfo=UTC), 25, id="fall day, exclusive"
+        ),
+        pytest.param(
+            "2025-03-08", "2025-03-09", True, datetime(2025, 3, 8, 5, tzinfo=UTC), 47, id="two days, inclusive"
+        ),
+        pytest.param(
+            "2025-11-01", "2025-11-03", False, datetime(2025, 11, 1, 4, tzinfo=UTC), 49, id="two days, exclusive"
+        ),
+        pytest.param(  # the repeated wall hour, asked for in seconds: both of its passes
+            "2025-11-02 01:00:00",
+            "2025-11-02 01:59:59",
+            True,
+            datetime(2025, 11, 2, 5, tzinfo=UTC),
+            2,
+            id="repeated hour, inclusive",
+        ),
+        pytest.param(
+            "2025-11-02 01:00:00",
+            "2025-11-02 02:00:00",
+            False,
+            datetime(2025, 11, 2, 5, tzinfo=UTC),
+            2,
+            id="repeated hour, exclusive",
+        ),
+        pytest.param(  # 01:00 to 04:00 wall across the hour that never happens: two real hours
+            "2025-03-09 01:00:00",
+            "2025-03-09 03:59:59",
+            True,
+            datetime(2025, 3, 9, 6, tzinfo=UTC),
+            2,
+            id="skipped hour, inclusive",
+        ),
+    ],
+)
+def test_the_span_a_request_asks_for_on_a_daylight_saving_day_is_its_real_length(
+    start: str, end: str, end_inclusive: bool, first_utc: datetime, hours: int
+) -> None:
+    """The guard judges each order against this span: a 23-hour day taken as 24 would let through an
+    order of the next day's first hour, a 25-hour day taken as 24 would stop a right run at 23:30."""
+    low, high = requested_span(start, end, NEW_YORK, end_inclusive)
+    assert low == to_ms(first_utc)
+    assert (high - low) / HOUR_MS == hours

@@ -10,8 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sync import paging
 from sync.emulator.request import _date_bound
-from sync.paging import _following
+from sync.guard import requested_span
+from sync.paging import PageFetched, PagingRules, _following, scan_window
+from sync.schedule import Task
 from sync.windows import (
     DAY,
     DateFormat,
@@ -26,6 +29,7 @@ from sync.windows import (
     window_starting,
     windows_between,
 )
+from tests.conftest import settings_for
 
 IST = ZoneInfo("Asia/Kolkata")
 NOW = datetime(2026, 11, 29, 10, 0, 30, tzinfo=UTC)  # 15:30:30 in Kolkata
@@ -314,3 +318,47 @@ def test_a_window_clamped_to_any_now_is_asked_for_all_it_holds(name, size, at, e
     start, end = request_bounds(windows[-1], zone, "datetime", end_inclusive)
     first, last = served(start, end, zone, end_inclusive)
     assert first <= windows[-1].start and last >= windows[-1].end
+
+
+def test_a_window_is_split_only_when_each_half_is_at_least_the_minimum_slice():
+    """`min_slice` bounds how narrow a request may get: a half exactly that wide is allowed, one a
+    second narrower is not, whatever the format would allow."""
+    two_minutes = Window(NOW, NOW + 2 * MINUTE)
+    assert can_split(two_minutes, "datetime", MINUTE, IST)
+    assert not can_split(Window(NOW, NOW + 2 * MINUTE - timedelta(seconds=2)), "datetime", MINUTE, IST)
+    assert not can_split(two_minutes, "datetime", MINUTE + timedelta(seconds=1), IST)
+    day = next(windows_between(date(2026, 11, 27), NOW, DAY, IST))
+    assert can_split(day, "datetime", timedelta(hours=12), IST)
+    assert not can_split(day, "datetime", timedelta(hours=12, seconds=1), IST)
+
+
+def test_a_deep_window_is_paged_by_offset_rather_than_asked_for_in_slices_below_the_minimum(
+    serve, connect, monkeypatch: pytest.MonkeyPatch
+):
+    """45 orders created at one instant: past `split_offset` the day is halved once (12 h >= 7 h),
+    then the half is read on by offset, since its halves (6 h) would be narrower than `min_slice`.
+    Every order is still read, and no request asks for less than 7 hours."""
+    monkeypatch.setattr(paging, "_accepted", {})  # what an earlier test's server on this port taught
+    monkeypatch.setattr(paging, "_honoured", {})
+    day = next(windows_between(date(2026, 11, 27), NOW, DAY, IST))
+    created = to_ms(day.start) + 3_600_000
+    served = [{"id": i, "createDate": created, "lastModificationTime": created} for i in range(1, 46)]
+    spans: list[tuple[int, int]] = []
+
+    def answer(body: dict) -> list[dict]:
+        low, high = requested_span(body["createStartDate"], body["createEndDate"], IST, True)
+        spans.append((low, high))
+        inside = [r for r in served if low <= r["createDate"] < high]
+        return inside[int(body["offset"]) : int(body["offset"]) + int(body["limit"])]
+
+    rules = PagingRules(  # 8 pages are enough; slicing on to single seconds would take thousands
+        IST, "datetime", True, page_size=10, split_offset=20, min_slice=timedelta(hours=7), max_pages=50
+    )
+    task = Task(day, day.end, None, "backfill")
+    events = list(scan_window(connect(settings_for(serve(answer))), task, rules))
+
+    pages = [e for e in events if isinstance(e, PageFetched)]
+    assert sorted(r["id"] for p in pages for r in p.records) == [r["id"] for r in served]
+    narrowest = min(high - low for low, high in spans)
+    assert narrowest == 12 * 3_600_000, f"a request asked for {narrowest / 3_600_000:g} h, below the 7 h minimum"
+    assert max(offset for offset in (p.next_offset for p in pages)) > rules.split_offset, "read on by offset"

@@ -356,3 +356,37 @@ def test_an_answered_page_is_not_kept_alive_after_it_is_read(start_emulator):
         finally:
             gc.enable()
     assert not kept, f"{len(kept)} answered pages still in memory"
+
+
+@pytest.mark.timeout(30)
+def test_a_big_page_is_given_a_second_a_megabyte_beyond_the_answer_timeout():
+    """A page of several megabytes is slow to read, not a sign of a hung worker: its watch waits a
+    second a megabyte beyond `answer_timeout`. Here the worker is held stopped past the timeout and
+    its second's grace, well within the 3 s its page earns, and its answer is still taken."""
+    stamp = 1795152848000
+    big = _body(
+        [
+            {
+                "id": i,
+                "cmId": 1000298,
+                "createDate": stamp + i,
+                "lastModificationTime": stamp + i,
+                "remarks": "x" * 4000,
+            }
+            for i in range(1, 751)
+        ]
+    )
+    assert len(big) > 3_000_000
+    with Preparer(1000298, "sqlite", processes=1) as preparer:
+        preparer.read(200, {}, page_for_orphan(), SQLITE)  # the worker is up, its imports done
+        preparer.answer_timeout = 0.05
+        worker = preparer._workers[0].process
+        worker.send_signal(signal.SIGSTOP)
+        answer: list[object] = []
+        reading = threading.Thread(target=lambda: answer.append(preparer.read(200, {}, big, SQLITE)), daemon=True)
+        reading.start()
+        reading.join(timeout=1.25)  # 0.05 s and the grace have passed; 3.05 s and the grace have not
+        worker.send_signal(signal.SIGCONT)
+        reading.join(timeout=20)
+        assert answer == [read_page(200, {}, big, SQLITE)]
+        assert preparer.processes == 1 and worker.poll() is None, "a worker within its allowance was given up"
