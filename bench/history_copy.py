@@ -6,8 +6,9 @@
 emptied and filled from it page by page, one transaction a page, as `sync.history` copies a
 page's rows, in each of three forms, rounds alternating:
 
-- `ON CONFLICT DO NOTHING`: what every page did before, and what a page's changed rows still do;
-- a plain `INSERT ... SELECT` under a savepoint: what a page's rows new to `orders` now get;
+- `ON CONFLICT DO NOTHING`: what every page sends (`sync/history.py`);
+- a plain `INSERT ... SELECT` under a savepoint: what commit 63cff54 sent for a page's orders new
+  to `orders`, taken back (docs/performance.md says why);
 - a plain `INSERT ... SELECT`: the same without the savepoint, for scale.
 
 Prints the server backend's CPU (from /proc, so only for a server on this machine) and the wall
@@ -31,13 +32,19 @@ from sqlalchemy import Engine, text  # noqa: E402
 
 from sync.driver import driver  # noqa: E402
 from sync.emulator import Emulator, EmulatorConfig  # noqa: E402
-from sync.history import POSTGRESQL_COPY, POSTGRESQL_COPY_NEW  # noqa: E402
+from sync.history import VERSION_COLUMNS  # noqa: E402
 from sync.prepare import prepare  # noqa: E402
 
+_COLUMNS = ", ".join(VERSION_COLUMNS)
+PLAIN = (  # sync/history.py's statement without its ON CONFLICT
+    f"INSERT INTO order_versions ({_COLUMNS}, first_seen_at) SELECT {_COLUMNS}, synced_at FROM orders "
+    "WHERE (cm_id, id) IN (SELECT %s::bigint, page.id FROM unnest(%s::bigint[]) AS page(id))"
+)
+SHIPPED = PLAIN + " ON CONFLICT (cm_id, id, last_modification_time, fingerprint) DO NOTHING"
 FORMS = {
-    "ON CONFLICT DO NOTHING": (None, POSTGRESQL_COPY, None),
-    "plain, under a savepoint": ("SAVEPOINT copy", POSTGRESQL_COPY_NEW, "RELEASE SAVEPOINT copy"),
-    "plain": (None, POSTGRESQL_COPY_NEW, None),
+    "ON CONFLICT DO NOTHING": (None, SHIPPED, None),
+    "plain, under a savepoint": ("SAVEPOINT copy", PLAIN, "RELEASE SAVEPOINT copy"),
+    "plain": (None, PLAIN, None),
 }
 
 

@@ -181,8 +181,7 @@ def upsert_orders(
         values = [values_of(row, dialect) for row in changed]  # type: ignore[arg-type]
         for value, row in zip(values, changed, strict=True):
             value[-1] = sqlite_time(row["synced_at"]) if dialect == "sqlite" else row["synced_at"]
-        ids = [row["id"] for row in changed]
-        _store(conn, cm_id, values, ids, history, set(ids) - stored.keys())
+        _store(conn, cm_id, values, [row["id"] for row in changed], history)
     return counts, changed
 
 
@@ -213,14 +212,13 @@ def upsert_prepared(
         again = [row[4] for row in changed if row[0] in stored]
         copy_lines(conn, fresh, again, end)  # type: ignore[arg-type]
         if history:
-            record_versions(conn, cm_id, [row[0] for row in changed], {row[0] for row in changed} - stored.keys())
+            record_versions(conn, cm_id, [row[0] for row in changed])
     else:
         synced = sqlite_time(synced_at)
         values = [row[4] for row in changed]
         for value in values:
             value[-1] = synced  # type: ignore[index]
-        ids = [row[0] for row in changed]
-        _store(conn, cm_id, values, ids, history, set(ids) - stored.keys())  # type: ignore[arg-type]
+        _store(conn, cm_id, values, [row[0] for row in changed], history)  # type: ignore[arg-type]
     return counts, changed
 
 
@@ -249,13 +247,11 @@ def _merge_staged(cursor: Any, fill: Callable[[Any], None]) -> None:
     cursor.execute(f"TRUNCATE {_STAGE}")
 
 
-def _store(
-    conn: Connection, cm_id: int, values: Sequence[Sequence[Any]], ids: list[int], history: bool, first: set[int]
-) -> None:
-    """Upsert the rows, then copy them into `order_versions` when history is kept (`first`: those new to `orders`)."""
+def _store(conn: Connection, cm_id: int, values: Sequence[Sequence[Any]], ids: list[int], history: bool) -> None:
+    """Upsert the rows, then copy them into `order_versions` when history is kept: both upserts end here."""
     write_values(conn, values)
     if history:
-        record_versions(conn, cm_id, ids, first)
+        record_versions(conn, cm_id, ids)
 
 
 def write_values(conn: Connection, values: Sequence[Sequence[Any]]) -> None:

@@ -9,7 +9,6 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, delete, select, text
 
-from sync import history as history_module
 from sync.db import alembic_config, make_engine, upgrade, writer
 from sync.load import stored_versions, upsert_orders, upsert_prepared
 from sync.models import Order, OrderVersion, SyncAccount, ZoneOffset
@@ -114,9 +113,9 @@ def _write(engine: Engine, records: list[dict], synced: datetime, prepared: bool
 
 @pytest.mark.parametrize("prepared", [True, False], ids=["writer", "reconcile"])
 def test_an_order_deleted_by_hand_comes_back_with_its_history_intact(engine: Engine, prepared: bool):
-    """Rows new to `orders` are recorded without `ON CONFLICT` on PostgreSQL; an order deleted from
-    `orders` by hand, with its versions kept, is new to `orders` but not to `order_versions`: its
-    page must neither fail nor record the version twice, and the page's other rows still count."""
+    """An order deleted from `orders` by hand, its versions kept, is new to `orders` but not to
+    `order_versions`: its page must neither fail nor record the version twice, and the page's other
+    rows (changed, new) are recorded as usual."""
     t1, t2 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
     _write(engine, [_served(1, 1_790_000_000_000), _served(2, 1_790_000_000_000)], t1, prepared)
     with writer(engine).begin() as conn:
@@ -135,28 +134,6 @@ def test_an_order_deleted_by_hand_comes_back_with_its_history_intact(engine: Eng
         3: [(stamp, "DL", t2)],
     }
     assert set(stored(engine)) == {1, 2, 3}
-
-
-def test_a_page_of_new_orders_is_recorded_without_speculative_inserts_on_postgresql(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
-):
-    """`ON CONFLICT` doubles PostgreSQL's work for every row it inserts; orders new to `orders`
-    cannot have a version unless one was deleted by hand, so theirs are copied by a plain INSERT."""
-    sent: list[str] = []
-    real = history_module.run
-
-    def spy(conn, statement, params, many=False):  # noqa: ANN001, ANN202 (the real `run`, watched)
-        sent.append(statement)
-        return real(conn, statement, params, many)
-
-    monkeypatch.setattr(history_module, "run", spy)
-    _write(engine, [_served(i, 1_790_000_000_000) for i in range(1, 6)], datetime(2026, 11, 1, tzinfo=UTC), True)
-    _write(
-        engine, [_served(1, 1_790_000_500_000), _served(9, 1_790_000_000_000)], datetime(2026, 11, 2, tzinfo=UTC), True
-    )
-    conflicts = ["ON CONFLICT" in s for s in sent if "order_versions" in s]
-    assert conflicts == ([False, False, True] if engine.dialect.name == "postgresql" else [True, True])
-    assert sum(map(len, versions(engine).values())) == 7
 
 
 def test_a_run_records_its_zone_and_the_offsets_sqlite_needs(start_emulator, engine: Engine, database_url, connect):
