@@ -27,9 +27,15 @@ from sync.emulator import Emulator, EmulatorConfig, RunningEmulator
 from sync.settings import Settings
 
 PG_ADMIN_DSN = os.environ.get("KAPTURE_TEST_PG_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-# One database per test session, so two suites running at once (two checkouts, CI beside a
-# developer) never share rows or leases.
-PG_TEST_DB = os.environ.get("KAPTURE_TEST_PG_DB", f"kapture_sync_test_{os.getpid()}")
+# One database per test process, so two suites running at once (two checkouts, CI beside a
+# developer) and the test processes of one suite (pytest-xdist) never share rows or leases. A name
+# given in KAPTURE_TEST_PG_DB gets the process's worker id too (gw0, gw1, ...).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+PG_TEST_DB = (
+    f"{os.environ['KAPTURE_TEST_PG_DB']}{'_' + _WORKER if _WORKER else ''}"
+    if os.environ.get("KAPTURE_TEST_PG_DB")
+    else f"kapture_sync_test_{os.getpid()}"
+)
 PG_HOST_PORT_USER = "postgres@127.0.0.1:5432"
 
 
@@ -113,12 +119,12 @@ def start_emulator() -> Iterator[EmulatorFactory]:
     """Start emulators on free loopback ports; all are stopped at teardown."""
     running: list[RunningEmulator] = []
 
-    def start(**config: Any) -> tuple[Emulator, RunningEmulator]:
+    def start(port: int = 0, **config: Any) -> tuple[Emulator, RunningEmulator]:
         config.setdefault("orders", 600)
         config.setdefault("days", 10)
         config.setdefault("seed", 11)
         emulator = Emulator(EmulatorConfig(**config))
-        serving = emulator.serve(host="127.0.0.1", port=0)
+        serving = emulator.serve(host="127.0.0.1", port=port)
         running.append(serving)
         return emulator, serving
 

@@ -76,8 +76,8 @@ def health(daemon: Daemon) -> tuple[int, dict]:
 def test_daemon_syncs_repeatedly_rides_out_an_outage_reports_it_and_stops_cleanly(
     start_emulator, db, database_url, tmp_path: Path
 ):
-    emu, serving = start_emulator(orders=300, days=5, seed=21, password=PASSWORD)
-    port = serving.port
+    port = free_port()  # served again after the outage: not a port another process may take meanwhile
+    emu, serving = start_emulator(port=port, orders=300, days=5, seed=21, password=PASSWORD)
     env = account_env(serving.url, database_url, KAPTURE_SYNC_METRICS_PORT=free_port())
     with Daemon(env, tmp_path) as daemon:
         wait_for(lambda: in_step(db, emu), 30, "the first sync", daemon)

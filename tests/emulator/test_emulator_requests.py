@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from sync.emulator import Emulator, EmulatorConfig
+from tests.daemon_helpers import free_port
 
 CM_ID = 1000298
 WIDE = {"createStartDate": "2000-01-01"}  # a filter that matches every generated order
@@ -194,7 +195,7 @@ def test_stats_count_pull_requests_and_orders_served(emu):
 
 def test_leaving_the_block_stops_the_server_and_frees_the_port():
     emulator = Emulator(EmulatorConfig(orders=5))
-    with emulator.serve() as running:
+    with emulator.serve(port=free_port()) as running:  # served again below: a port no other process takes meanwhile
         url = running.url
         assert emulator.url == url and url.startswith("http://127.0.0.1:")
         assert httpx.post(url + emulator.endpoint_path, json={}, timeout=2).json() == FAILED_AUTH
