@@ -27,6 +27,16 @@ TODAY = datetime.now(IST).date()
 FIRST = TODAY - timedelta(days=14)  # the emulator's orders span the last 10 days: the first windows are empty
 
 
+@pytest.fixture(autouse=True)
+def _today_when_the_test_starts() -> None:
+    """The account's today as the test's emulator will see it, not as it was when the module was
+    collected: a suite crossing midnight in Kolkata (18:30 UTC) in between expected one empty day
+    fewer than the emulator then had (seen in CI at 18:29 UTC)."""
+    global TODAY, FIRST
+    TODAY = datetime.now(IST).date()
+    FIRST = TODAY - timedelta(days=14)
+
+
 def ledger_rows(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(SyncWindow.__table__).order_by("window_start")).mappings()]
@@ -86,12 +96,18 @@ def test_a_right_setting_pays_one_request_for_its_empty_windows_and_none_without
     windows = {(row["window_start"].astimezone(IST).date()) for row in finished(engine)}
     assert len(windows) == 15 and result.totals.windows == 15
     wide = [pair for pair in asked if date.fromisoformat(pair[1]) - date.fromisoformat(pair[0]) > timedelta(days=1)]
-    assert wide == [(FIRST.isoformat(), (FIRST + timedelta(days=5)).isoformat())], "one request over the empty days"
+    # Which days are empty depends on the hour: the emulator's orders span the last 10 days up to
+    # its "now", so the oldest day holding any is 9 or 10 days back (4 or 5 empty days before it).
+    served_days = {datetime.fromtimestamp(r["createDate"] / 1000, IST).date() for r in emu.store.truth()}
+    empty = [day for day in (FIRST + timedelta(days=n) for n in range(15)) if day not in served_days]
+    assert len(empty) >= 4, empty
+    # from the first empty day to one day past the last one's exclusive end (`widened_end`)
+    assert wide == [(empty[0].isoformat(), (empty[-1] + timedelta(days=2)).isoformat())], "one request, empty days"
     assert result.totals.requests == len(asked)
 
     seq = emu.pull_log()["last_seq"]
-    busy = TODAY - timedelta(days=3)
-    again = backfill(engine, connect(settings), settings, busy, refetch=True)
+    busy = TODAY - timedelta(days=4)  # to yesterday: four days that all served orders
+    again = backfill(engine, connect(settings), settings, busy, TODAY - timedelta(days=1), refetch=True)
     assert again.outcome == "success" and again.totals.windows == 4
     assert all(
         date.fromisoformat(r["createEndDate"]) - date.fromisoformat(r["createStartDate"]) == timedelta(days=1)
