@@ -289,7 +289,8 @@ def test_a_read_that_could_not_prove_its_end_leaves_no_floor(serve, engine: Engi
         ]
         return listing[::-1][int(body["offset"]) :][: int(body["limit"])]
 
-    settings = settings_for(serve(arriving), database_url, page_size=10, start_date=date.today())
+    today = now.astimezone(ZoneInfo("Asia/Kolkata")).date()  # the account's today, not this machine's (UTC)
+    settings = settings_for(serve(arriving), database_url, page_size=10, start_date=today)
     client = connect(settings)
     sync(engine, client, settings)
     sync(engine, client, settings)
