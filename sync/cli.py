@@ -304,6 +304,8 @@ def export_command(
     as for any tool killed by SIGPIPE."""
     from sync.export import export, sink_for, stdout
 
+    if not output and sys.stdout is None:  # started with its standard output closed (`>&-`)
+        raise click.BadParameter("standard output is closed: give a file to write", param_hint="--output")
     settings, cm_id = _load_scoped(params)
     if fmt == "parquet":
         sink_for("parquet", io.BytesIO())  # fails early, in one line, when pyarrow is missing

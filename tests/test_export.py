@@ -163,3 +163,23 @@ def test_an_output_in_a_folder_that_does_not_exist_is_a_bad_argument(tmp_path: P
     assert main(["export", "--database-url", url, "--output", str(tmp_path / "missing" / "orders.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--output" in err and "No such file or directory" in err, err
+
+
+def test_an_export_started_with_its_output_closed_is_a_bad_argument(tmp_path: Path):
+    """`kapture-sync export >&-` (cron lines do this): one line asking for --output, exit 2, not an
+    'unexpected error' about a missing attribute."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "sync", "export", "--database-url", url],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.close(1),  # noqa: PLW1509 (the child closes its own stdout before Python starts)
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "--output" in line and "standard output is closed" in line, line
