@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from functools import cache
 from importlib.resources import files
@@ -52,6 +53,9 @@ def normalize_url(raw: str) -> URL:
         raise SettingsError(
             "bad setting: KAPTURE_SYNC_DATABASE_URL has an '@' in its host: write an '@' in the password as %40"
         )
+    if url.get_backend_name() == "sqlite" and url.database and url.database.startswith("~"):
+        # sqlite:///~/kapture.db means the home folder, as in a shell, not a folder named "~" here
+        url = url.set(database=os.path.expanduser(url.database))
     return url
 
 

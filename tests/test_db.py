@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,20 @@ def test_a_sqlite_file_kapture_sync_creates_has_large_pages_and_an_existing_one_
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
         assert conn.execute("SELECT note FROM analysts_notes").fetchall() == [("kept",)]
         assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 0
+
+
+def test_a_sqlite_path_starting_with_a_tilde_is_in_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`sqlite:///~/kapture.db` is the home folder's file, as a shell reads `~`: not a folder literally
+    named `~` made in the current directory (which a later `rm -rf ~` would be a disaster to clean)."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    engine = make_engine("sqlite:///~/data/kapture.db")
+    try:
+        ensure_schema(engine)
+    finally:
+        engine.dispose()
+    assert (home / "data" / "kapture.db").is_file()
+    assert list(here.iterdir()) == []
