@@ -53,9 +53,12 @@ def normalize_url(raw: str) -> URL:
         raise SettingsError(
             "bad setting: KAPTURE_SYNC_DATABASE_URL has an '@' in its host: write an '@' in the password as %40"
         )
-    if url.get_backend_name() == "sqlite" and url.database and url.database.startswith("~"):
-        # sqlite:///~/kapture.db means the home folder, as in a shell, not a folder named "~" here
-        url = url.set(database=os.path.expanduser(url.database))
+    if url.get_backend_name() == "sqlite" and url.database:
+        # sqlite:///~/kapture.db means the home folder, as in a shell, not a folder named "~" here;
+        # so does an SQLite URI's path (sqlite:///file:~/kapture.db?uri=true)
+        scheme = "file:" if url.database.startswith("file:") else ""
+        if url.database[len(scheme) :].startswith("~"):
+            url = url.set(database=scheme + os.path.expanduser(url.database[len(scheme) :]))
     return url
 
 

@@ -56,10 +56,14 @@ def test_a_sqlite_path_starting_with_a_tilde_is_in_the_home_folder(tmp_path: Pat
     here.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(here)
-    engine = make_engine("sqlite:///~/data/kapture.db")
-    try:
-        ensure_schema(engine)
-    finally:
-        engine.dispose()
-    assert (home / "data" / "kapture.db").is_file()
+    for url, name in (
+        ("sqlite:///~/data/kapture.db", "kapture.db"),
+        ("sqlite:///file:~/data/uri.db?uri=true", "uri.db"),
+    ):
+        engine = make_engine(url)
+        try:
+            ensure_schema(engine)
+        finally:
+            engine.dispose()
+        assert (home / "data" / name).is_file(), url
     assert list(here.iterdir()) == []
