@@ -32,17 +32,12 @@ from sqlalchemy import Engine, text  # noqa: E402
 
 from sync.driver import driver  # noqa: E402
 from sync.emulator import Emulator, EmulatorConfig  # noqa: E402
-from sync.history import VERSION_COLUMNS  # noqa: E402
+from sync.history import ON_CONFLICT, POSTGRESQL_COPY  # noqa: E402
 from sync.prepare import prepare  # noqa: E402
 
-_COLUMNS = ", ".join(VERSION_COLUMNS)
-PLAIN = (  # sync/history.py's statement without its ON CONFLICT
-    f"INSERT INTO order_versions ({_COLUMNS}, first_seen_at) SELECT {_COLUMNS}, synced_at FROM orders "
-    "WHERE (cm_id, id) IN (SELECT %s::bigint, page.id FROM unnest(%s::bigint[]) AS page(id))"
-)
-SHIPPED = PLAIN + " ON CONFLICT (cm_id, id, last_modification_time, fingerprint) DO NOTHING"
+PLAIN = POSTGRESQL_COPY.removesuffix(ON_CONFLICT)
 FORMS = {
-    "ON CONFLICT DO NOTHING": (None, SHIPPED, None),
+    "ON CONFLICT DO NOTHING": (None, POSTGRESQL_COPY, None),
     "plain, under a savepoint": ("SAVEPOINT copy", PLAIN, "RELEASE SAVEPOINT copy"),
     "plain": (None, PLAIN, None),
 }
@@ -79,9 +74,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     records = Emulator(EmulatorConfig(orders=args.orders, days=90, seed=7)).store.truth()
-    engine = fresh_engine(URLS["postgresql"], Variant("history off", 5000, False, True))
+    history_off = Variant("history off", 5000, False, True)
+    engine = fresh_engine(URLS["postgresql"], history_off)
     rows = [row for row in prepare(records, CM_ID, "postgresql") if isinstance(row, tuple)]
-    write_all(engine, rows, Variant("history off", 5000, False, True))
+    write_all(engine, rows, history_off)
     ids = [row[0] for row in rows]
     print(f"{len(ids):,} orders in `orders`, copied into `order_versions` {args.page:,} a transaction; µs an order")
     print("| form | " + " | ".join(f"round {n + 1} server CPU / wall" for n in range(args.rounds)) + " |")

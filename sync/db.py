@@ -56,9 +56,9 @@ def normalize_url(raw: str) -> URL:
     if url.get_backend_name() == "sqlite" and url.database:
         # sqlite:///~/kapture.db means the home folder, as in a shell, not a folder named "~" here;
         # so does an SQLite URI's path (sqlite:///file:~/kapture.db?uri=true)
-        scheme = "file:" if url.database.startswith("file:") else ""
-        if url.database[len(scheme) :].startswith("~"):
-            url = url.set(database=scheme + os.path.expanduser(url.database[len(scheme) :]))
+        path = url.database.removeprefix("file:")
+        if path.startswith("~"):
+            url = url.set(database=url.database.removesuffix(path) + os.path.expanduser(path))
     return url
 
 

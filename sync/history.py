@@ -29,11 +29,11 @@ zones_t = cast(Table, ZoneOffset.__table__)
 VERSION_COLUMNS = tuple(c.name for c in cast(Table, OrderVersion.__table__).columns if c.name != "first_seen_at")
 _COLUMNS = ", ".join(VERSION_COLUMNS)
 _COPY = f"INSERT INTO order_versions ({_COLUMNS}, first_seen_at) SELECT {_COLUMNS}, synced_at FROM orders "
-_CONFLICT = " ON CONFLICT (cm_id, id, last_modification_time, fingerprint) DO NOTHING"
-_POSTGRESQL = (
-    _COPY + "WHERE (cm_id, id) IN (SELECT %s::bigint, page.id FROM unnest(%s::bigint[]) AS page(id))" + _CONFLICT
+ON_CONFLICT = " ON CONFLICT (cm_id, id, last_modification_time, fingerprint) DO NOTHING"
+POSTGRESQL_COPY = (
+    _COPY + "WHERE (cm_id, id) IN (SELECT %s::bigint, page.id FROM unnest(%s::bigint[]) AS page(id))" + ON_CONFLICT
 )
-_SQLITE = _COPY + "WHERE cm_id = ? AND id IN (SELECT value FROM json_each(?))" + _CONFLICT
+_SQLITE = _COPY + "WHERE cm_id = ? AND id IN (SELECT value FROM json_each(?))" + ON_CONFLICT
 
 
 def record_versions(conn: Connection, cm_id: int, ids: Sequence[int]) -> None:
@@ -41,7 +41,7 @@ def record_versions(conn: Connection, cm_id: int, ids: Sequence[int]) -> None:
     if not ids:
         return
     if conn.dialect.name == "postgresql":
-        run(conn, _POSTGRESQL, (cm_id, list(ids)))  # never prepared: see sync.driver.run
+        run(conn, POSTGRESQL_COPY, (cm_id, list(ids)))  # never prepared: see sync.driver.run
     elif conn.dialect.name == "sqlite":
         run(conn, _SQLITE, (cm_id, orjson.dumps(list(ids)).decode()))
     else:

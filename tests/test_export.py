@@ -21,6 +21,7 @@ from sync.db import make_engine
 from sync.export import COLUMNS, chunks
 from sync.runs import backfill
 from tests.conftest import settings_for
+from tests.daemon_helpers import base_env
 from tests.helpers import stored
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -119,10 +120,9 @@ def test_a_reader_that_stops_early_ends_the_export_quietly_with_141(start_emulat
     settings = settings_for(serving.url, database_url)
     backfill(engine, connect(settings), settings, date.today() - timedelta(days=6))
     engine.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
     export = subprocess.Popen(
         [sys.executable, "-m", "sync", "export", "--database-url", database_url],
-        env=env,
+        env=base_env(),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -168,11 +168,10 @@ def test_an_output_in_a_folder_that_does_not_exist_is_a_bad_argument(tmp_path: P
 def test_an_export_started_with_its_output_closed_is_a_bad_argument(tmp_path: Path):
     """`kapture-sync export >&-` (cron lines do this): one line asking for --output, exit 2, not an
     'unexpected error' about a missing attribute."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAPTURE_")}
     url = f"sqlite:///{tmp_path / 'k.db'}"
     done = subprocess.run(
         [sys.executable, "-m", "sync", "export", "--database-url", url],
-        env=env,
+        env=base_env(),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
